@@ -1,0 +1,260 @@
+"""Decode audio bytes with PyAV: probe a whole file, or decode only the window a model needs.
+
+Knows nothing about shards, labels or models. Every PyAV/FFmpeg failure leaves this module as
+a `DecodeError` naming the cause.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+import numpy as np
+import torch
+
+from streamgenre.errors import DecodeError
+from streamgenre.units import Seconds
+
+# The paper resamples to librosa's default rate before drawing the mel spectrogram.
+PAPER_SAMPLE_RATE = 22050
+# Decode this much audio before the window: an MP3 frame after a seek can lean on the bit
+# reservoir of earlier frames, and the resampler's filter needs context on both sides.
+_MARGIN_S = 0.1
+_INT_SCALES = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a full decode of a file found (durations from decoded samples, not headers)."""
+
+    sample_rate: int
+    channels: int
+    duration_s: Seconds
+    codec: str
+
+
+def probe(data: bytes) -> AudioInfo:
+    """Decode all of `data` to prove it holds audio and measure its true duration.
+
+    Raises:
+        DecodeError: empty bytes, not a media file, no audio stream, or no decodable audio.
+    """
+    with _open(data) as container:
+        stream = _audio_stream(container)
+        total = 0
+        try:
+            for frame in container.decode(stream):
+                total += frame.samples
+        except av.FFmpegError as exn:
+            if total == 0:
+                raise DecodeError(f"cannot decode audio: {exn}") from exn
+        if total == 0:
+            raise DecodeError("no decodable audio in the file")
+        rate = stream.codec_context.sample_rate
+        return AudioInfo(rate, stream.codec_context.channels, total / rate, stream.codec_context.name)
+
+
+def decode_window(
+    data: bytes,
+    offset_s: Seconds,
+    duration_s: Seconds,
+    sample_rate: int = PAPER_SAMPLE_RATE,
+    mono: bool = True,
+) -> torch.Tensor:
+    """Decode `duration_s` of audio starting at `offset_s`, resampled to `sample_rate`.
+
+    Only the frames around the window are decoded (seek, then decode forward). The result has
+    exactly ``round(duration_s * sample_rate)`` samples: a window running past the end is
+    zero-padded, and an offset past the end falls back to the last full window.
+
+    Returns:
+        float32 tensor, ``(samples,)`` when `mono`, else ``(channels, samples)``.
+    """
+    span = _decode_span(data, offset_s, duration_s)
+    resampled = _resample_span(span, sample_rate, duration_s)
+    return torch.from_numpy(_finish(resampled, mono))
+
+
+def decode_window_native(
+    data: bytes, offset_s: Seconds, duration_s: Seconds, mono: bool = True
+) -> tuple[torch.Tensor, int]:
+    """Like `decode_window`, but at the file's own sample rate (resampling is left to the model).
+
+    Returns:
+        ``(waveform, sample_rate)``; waveform float32, ``(samples,)`` or ``(channels, samples)``.
+    """
+    span = _decode_span(data, offset_s, duration_s)
+    count = round(duration_s * span.sample_rate)
+    window = _pad_to(span.samples[:, span.offset_index : span.offset_index + count], count)
+    return torch.from_numpy(_finish(window, mono)), span.sample_rate
+
+
+def decode_full(data: bytes, sample_rate: int | None = PAPER_SAMPLE_RATE, mono: bool = True) -> torch.Tensor:
+    """Decode a whole file (for whole-clip inference and as the reference in tests).
+
+    Returns:
+        float32 tensor, ``(samples,)`` when `mono`, else ``(channels, samples)``.
+    """
+    with _open(data) as container:
+        stream = _audio_stream(container)
+        samples = _frames_to_array(container.decode(stream), stream)
+        rate = stream.codec_context.sample_rate
+    if sample_rate is not None and sample_rate != rate:
+        samples = np.stack([resample(channel, rate, sample_rate) for channel in samples])
+    return torch.from_numpy(_finish(samples, mono))
+
+
+def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample a mono float32 ``(samples,)`` array with FFmpeg's resampler (swresample)."""
+    if from_rate == to_rate:
+        return waveform
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=to_rate)
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(waveform[None, :], dtype=np.float32), format="flt", layout="mono")
+    frame.sample_rate = from_rate
+    chunks = [out.to_ndarray()[0] for out in resampler.resample(frame)]
+    chunks += [out.to_ndarray()[0] for out in resampler.resample(None)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+@dataclass
+class _Span:
+    """Decoded native-rate audio around a window; `offset_index` is where the window starts."""
+
+    samples: np.ndarray  # (channels, samples) float32
+    sample_rate: int
+    offset_index: int
+    offset_s: Seconds  # the window's start after the past-the-end fallback
+
+
+def _decode_span(data: bytes, offset_s: Seconds, duration_s: Seconds) -> _Span:
+    with _open(data) as container:
+        stream = _audio_stream(container)
+        rate = stream.codec_context.sample_rate
+        origin = _stream_origin(stream)
+        offset_s = _clamp_offset(offset_s, duration_s, _estimated_duration(container, stream))
+        first_s = max(0.0, offset_s - _MARGIN_S)
+        if first_s > 0:
+            container.seek(int((origin + Fraction(first_s)) / stream.time_base), stream=stream)
+        stop_s = offset_s + duration_s + _MARGIN_S
+        frames, first_pts = _frames_until(container.decode(stream), stream, origin + Fraction(stop_s))
+        start_s = float(first_pts * stream.time_base - origin) if first_pts is not None else 0.0
+        if start_s > offset_s + 1.0 / rate:  # the seek overshot the window: decode from the top
+            container.seek(0, stream=stream)
+            frames, first_pts = _frames_until(container.decode(stream), stream, origin + Fraction(stop_s))
+            start_s = 0.0
+        samples = _frames_to_array(frames, stream)
+    return _Span(samples, rate, max(0, round((offset_s - start_s) * rate)), offset_s)
+
+
+def _resample_span(span: _Span, sample_rate: int, duration_s: Seconds) -> np.ndarray:
+    """Resample a span so that its samples sit on the same grid as a full-file resample."""
+    count = round(duration_s * sample_rate)
+    if span.sample_rate == sample_rate:
+        return _pad_to(span.samples[:, span.offset_index : span.offset_index + count], count)
+    ratio = span.sample_rate / sample_rate
+    window_start = round(span.offset_s * sample_rate)  # on the output grid, like a full decode
+    margin = min(round(_MARGIN_S * sample_rate), window_start)
+    span_start_s = span.offset_s - span.offset_index / span.sample_rate
+    first = max(0, round((window_start - margin) * ratio - span_start_s * span.sample_rate))
+    last = first + math.ceil((count + 2 * margin) * ratio)
+    out = np.stack([resample(channel[first:last], span.sample_rate, sample_rate) for channel in span.samples])
+    return _pad_to(out[:, margin : margin + count], count)
+
+
+def _frames_until(frames, stream, stop_time: Fraction) -> tuple[list, int | None]:
+    """Collect decoded frames until one ends at or after `stop_time` (stream seconds)."""
+    kept, first_pts = [], None
+    try:
+        for frame in frames:
+            if first_pts is None:
+                first_pts = frame.pts
+            kept.append(frame)
+            if frame.pts is not None and frame.pts * stream.time_base + Fraction(frame.samples, frame.sample_rate) >= stop_time:
+                break
+    except av.FFmpegError as exn:
+        if not kept:
+            raise DecodeError(f"cannot decode audio: {exn}") from exn
+    return kept, first_pts
+
+
+def _frames_to_array(frames, stream) -> np.ndarray:
+    """Stack decoded frames into one float32 ``(channels, samples)`` array."""
+    chunks = []
+    try:
+        for frame in frames:
+            chunks.append(_frame_to_float(frame))
+    except av.FFmpegError as exn:
+        if not chunks:
+            raise DecodeError(f"cannot decode audio: {exn}") from exn
+    if not chunks:
+        return np.zeros((stream.codec_context.channels or 1, 0), np.float32)
+    return np.concatenate(chunks, axis=1)
+
+
+def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:
+    array = frame.to_ndarray()
+    if frame.format.is_packed:  # interleaved: (1, samples * channels)
+        array = array.reshape(-1, len(frame.layout.channels)).T
+    if array.dtype.kind in "iu":
+        base = frame.format.name.rstrip("p")
+        array = (array.astype(np.float32) - (128.0 if base == "u8" else 0.0)) / _INT_SCALES[base]
+    return array.astype(np.float32, copy=False)
+
+
+def _finish(samples: np.ndarray, mono: bool) -> np.ndarray:
+    samples = samples.mean(axis=0) if mono else samples
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _pad_to(samples: np.ndarray, count: int) -> np.ndarray:
+    if samples.shape[1] >= count:
+        return samples[:, :count]
+    return np.pad(samples, ((0, 0), (0, count - samples.shape[1])))
+
+
+def _clamp_offset(offset_s: Seconds, duration_s: Seconds, total_s: Seconds | None) -> Seconds:
+    """Move an offset past the end back to the last full window (or 0 for a short clip)."""
+    if total_s is not None and offset_s + duration_s > total_s:
+        return max(0.0, total_s - duration_s)
+    return offset_s
+
+
+def _estimated_duration(container, stream) -> Seconds | None:
+    if stream.duration is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _stream_origin(stream) -> Fraction:
+    """Stream time of the first sample (MP3 encoder delay makes it slightly above zero)."""
+    return stream.start_time * stream.time_base if stream.start_time is not None else Fraction(0)
+
+
+class _open:
+    """Open bytes as a PyAV container, turning any failure into a `DecodeError`."""
+
+    def __init__(self, data: bytes):
+        if not data:
+            raise DecodeError("empty file (0 bytes)")
+        try:
+            self.container = av.open(io.BytesIO(data), mode="r")
+        except (av.FFmpegError, UnicodeDecodeError, ValueError) as exn:
+            raise DecodeError(f"not a readable audio file: {exn}") from exn
+
+    def __enter__(self):
+        return self.container
+
+    def __exit__(self, *exc_info):
+        self.container.close()
+
+
+def _audio_stream(container):
+    if not container.streams.audio:
+        raise DecodeError("the file has no audio stream")
+    stream = container.streams.audio[0]
+    return stream

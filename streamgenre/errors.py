@@ -1,0 +1,24 @@
+"""Domain exceptions: the CLI turns these (and only these) into one-line errors.
+
+Anything else escaping a command is a bug and keeps its traceback.
+"""
+
+
+class StreamgenreError(Exception):
+    """Base class for every error the user can cause or fix."""
+
+
+class InputError(StreamgenreError):
+    """Bad user input: a missing path, an unknown genre, a malformed option value."""
+
+
+class DecodeError(StreamgenreError):
+    """Audio bytes that PyAV/FFmpeg cannot decode (or that hold no audio)."""
+
+
+class ShardFormatError(StreamgenreError):
+    """A shard, index.json or shard directory that is missing, truncated or malformed."""
+
+
+class CheckpointError(StreamgenreError):
+    """A checkpoint that is missing, unreadable or from an incompatible version."""

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny MP3 corpora made with `streamgenre.synth`, broken files, real clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamgenre.synth import encode_mp3, make_clip, write_corpus
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A folder per genre: 3 genres x 6 clips of 8 s (22.05 kHz mono MP3)."""
+    root = tmp_path_factory.mktemp("tiny_corpus")
+    write_corpus(root, clips_per_genre=6, duration_s=8.0, seed=1, genres=("ambient", "electronic", "rock"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def chord_mp3() -> bytes:
+    """One 8-s synthetic clip as MP3 bytes."""
+    return encode_mp3(make_clip("folk", seed=3, duration_s=8.0), 22050)
+
+
+@pytest.fixture(scope="session")
+def stereo_44k_mp3() -> bytes:
+    """A 44.1 kHz stereo clip, like FMA's, for resampling and down-mix paths."""
+    return encode_mp3(make_clip("rock", seed=4, duration_s=8.0, sample_rate=44100), 44100, bitrate=128_000, channels=2)
+
+
+def write_broken_files(folder: Path, good_mp3: bytes) -> dict[str, Path]:
+    """Zero-byte, text-named-.mp3 and truncated files in `folder`; returns them by kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "empty": folder / "empty.mp3",
+        "text": folder / "notes.mp3",
+        "truncated": folder / "truncated.mp3",
+    }
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("this is not audio, just a text file with an .mp3 name\n")
+    files["truncated"].write_bytes(good_mp3[:200])
+    return files
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real music clips beside the repo (../shared/data); skips when absent."""
+    if not (SHARED_DATA / "manifest.csv").exists():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA

@@ -1,0 +1,70 @@
+"""decode_window against a full decode, on synthetic and (when present) real MP3s."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamgenre.audio import decode_full, decode_window, decode_window_native, probe
+from streamgenre.errors import DecodeError
+from tests.conftest import write_broken_files
+
+
+def _corr(a, b) -> float:
+    return float(np.corrcoef(np.asarray(a), np.asarray(b))[0, 1])
+
+
+def test_probe_measures_decoded_duration_and_format(stereo_44k_mp3):
+    info = probe(stereo_44k_mp3)
+    assert (info.sample_rate, info.channels) == (44100, 2)
+    assert info.duration_s == pytest.approx(8.0, abs=0.05)
+
+
+@pytest.mark.parametrize("offset_s", [0.0, 0.05, 2.5, 4.99])
+@pytest.mark.parametrize("fixture", ["chord_mp3", "stereo_44k_mp3"])
+def test_window_matches_slice_of_full_decode(request, fixture, offset_s):
+    data = request.getfixturevalue(fixture)
+    full = decode_full(data, sample_rate=22050).numpy()
+    window = decode_window(data, offset_s, 3.0, sample_rate=22050).numpy()
+    start = round(offset_s * 22050)
+    assert window.shape == (66150,) and window.dtype == np.float32
+    assert _corr(window, full[start : start + 66150]) > 0.99
+
+
+@pytest.mark.parametrize("sample_rate, duration_s", [(22050, 3.0), (16000, 1.0), (44100, 0.5)])
+def test_window_has_exact_sample_count(stereo_44k_mp3, sample_rate, duration_s):
+    assert decode_window(stereo_44k_mp3, 1.0, duration_s, sample_rate=sample_rate).shape == (round(duration_s * sample_rate),)
+
+
+def test_window_of_a_short_clip_is_zero_padded(chord_mp3):
+    window = decode_window(chord_mp3, 0.0, 10.0).numpy()  # the clip lasts 8 s
+    assert window.shape == (220500,)
+    assert np.abs(window[: 7 * 22050]).max() > 0.05
+    assert np.all(window[round(8.1 * 22050) :] == 0)
+
+
+def test_offset_past_the_end_falls_back_to_the_last_full_window(chord_mp3):
+    info = probe(chord_mp3)
+    last = decode_window(chord_mp3, info.duration_s - 3.0, 3.0).numpy()
+    past = decode_window(chord_mp3, 60.0, 3.0).numpy()
+    assert _corr(last, past) > 0.999
+
+
+def test_native_window_keeps_rate_and_channels(stereo_44k_mp3):
+    waveform, rate = decode_window_native(stereo_44k_mp3, 2.0, 3.0, mono=False)
+    assert rate == 44100 and waveform.shape == (2, 132300)
+    mono, _ = decode_window_native(stereo_44k_mp3, 2.0, 3.0)
+    np.testing.assert_allclose(mono.numpy(), waveform.numpy().mean(axis=0), atol=1e-6)
+
+
+def test_broken_files_raise_decode_error(tmp_path, chord_mp3):
+    for kind, path in write_broken_files(tmp_path, chord_mp3).items():
+        with pytest.raises(DecodeError):
+            probe(path.read_bytes())
+
+
+def test_real_clips_window_matches_full_decode(shared_data):
+    data = next(iter(sorted(shared_data.glob("*/*.mp3")))).read_bytes()
+    full = decode_full(data).numpy()
+    window = decode_window(data, 15.0, 3.0).numpy()
+    assert _corr(window, full[15 * 22050 : 18 * 22050]) > 0.99
