@@ -1,0 +1,299 @@
+"""Stream packed shards into batches of waveforms: shards -> samples -> decoded windows -> batches.
+
+The loader ships raw waveforms only; spectrograms are the model's job. Each stage is a
+generator from an iterator to an iterator, so it is tested by feeding it a list. Per-sample
+decode failures are counted and skipped; a missing or truncated shard stops the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+import webdataset as wds
+
+from streamgenre.audio import PAPER_SAMPLE_RATE, decode_window, decode_window_native
+from streamgenre.errors import DecodeError, InputError, ShardFormatError
+from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, ShardIndex, read_index, shard_urls
+from streamgenre.units import Seconds
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Which window of each clip to decode, and how to batch and shuffle.
+
+    `offset_s=None` draws a random window per sample per epoch (augmentation).
+    `resample="device"` ships audio at the file's own rate and leaves resampling to the model.
+    """
+
+    offset_s: Seconds | None = 15.0
+    duration_s: Seconds = 3.0  # the paper's window
+    sample_rate: int = PAPER_SAMPLE_RATE
+    batch_size: int = 25  # the paper's batch
+    shuffle_buffer: int = 256
+    shuffle_shards: bool = True
+    seed: int = 0
+    resample: str = "cpu"
+
+    def __post_init__(self):
+        if self.duration_s <= 0:
+            raise InputError(f"--duration must be > 0 seconds, got {self.duration_s}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.resample not in ("cpu", "device"):
+            raise InputError(f"--resample must be cpu or device, got {self.resample!r}")
+
+
+@dataclass
+class Batch:
+    """A batch of same-rate waveforms, or an error to raise in the main process.
+
+    `skipped` counts samples that failed to decode since the previous batch of this worker,
+    so the training loop can total them across worker processes.
+    """
+
+    waveforms: torch.Tensor  # (batch, time) float32
+    labels: torch.Tensor  # (batch,) int64
+    keys: list[str]
+    sample_rate: int
+    skipped: int = 0
+    error: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True) so CUDA copies can be non_blocking."""
+        self.waveforms = self.waveforms.pin_memory()
+        self.labels = self.labels.pin_memory()
+        return self
+
+
+@dataclass
+class _Skipped:
+    key: str
+    reason: str
+
+
+@dataclass
+class _Fatal:
+    message: str
+
+
+@dataclass
+class _Decoded:
+    key: str
+    waveform: torch.Tensor  # (time,)
+    label: int
+    sample_rate: int
+    extra: dict = field(default_factory=dict)
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """Batches from one split of a packed directory, split across nodes and DataLoader workers.
+
+    Call `set_epoch` before each pass (like DistributedSampler): workers are re-created each
+    epoch from a pickled copy, so the shard and sample order must come from the epoch number.
+    """
+
+    def __init__(self, urls: list[str], label_of_genre: dict[str, int], config: StreamConfig, split_nodes: bool = True):
+        super().__init__()
+        if not urls:
+            raise InputError("no shards to read")
+        self.urls = urls
+        self.label_of_genre = label_of_genre
+        self.config = config
+        self.split_nodes = split_nodes
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the shard order and random windows of the next pass."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[Batch]:
+        rank, world_size, worker, num_workers = wds.utils.pytorch_worker_info()
+        seed = _stream_seed(self.config.seed, self.epoch, rank, worker)
+        pipeline = wds.DataPipeline(
+            wds.SimpleShardList(self.urls),
+            partial(shuffle_shards, seed=self.config.seed + self.epoch, enabled=self.config.shuffle_shards),
+            *([wds.split_by_node] if self.split_nodes else []),
+            wds.split_by_worker,
+            read_shards,
+            *([wds.shuffle(self.config.shuffle_buffer, initial=self.config.shuffle_buffer, seed=seed)] if self.config.shuffle_buffer > 1 else []),
+            partial(decode_windows, label_of_genre=self.label_of_genre, config=self.config, rng=random.Random(seed)),
+            partial(batch_windows, batch_size=self.config.batch_size),
+        )
+        return iter(pipeline)
+
+
+def _stream_seed(seed: int, epoch: int, rank: int, worker: int) -> int:
+    return hash((seed, epoch, rank, worker)) & 0x7FFFFFFF
+
+
+def shuffle_shards(urls: Iterable[dict], seed: int, enabled: bool = True) -> Iterator[dict]:
+    """The same shard order on every rank and worker for a given seed and epoch."""
+    urls = list(urls)
+    if enabled:
+        random.Random(seed).shuffle(urls)
+    yield from urls
+
+
+def read_shards(sources: Iterable[dict]) -> Iterator[dict | _Fatal]:
+    """Open each shard URL and yield its samples; a shard that fails yields one `_Fatal`."""
+    for source in sources:
+        url = source["url"]
+        try:
+            yield from wds.tariterators.tarfile_samples([source])
+        except (OSError, tarfile.TarError, ValueError, EOFError) as exn:
+            yield _Fatal(f"cannot read shard {url}: {exn}")
+            return
+
+
+def decode_windows(
+    samples: Iterable[dict | _Fatal], label_of_genre: dict[str, int], config: StreamConfig, rng: random.Random
+) -> Iterator[_Decoded | _Skipped | _Fatal]:
+    """Decode the configured window of each sample; samples of other genres are dropped."""
+    for sample in samples:
+        if isinstance(sample, _Fatal):
+            yield sample
+            continue
+        key = sample["__key__"]
+        if META_MEMBER not in sample or AUDIO_MEMBER not in sample:
+            yield _Skipped(key, f"missing {META_MEMBER} or {AUDIO_MEMBER} member in {sample.get('__url__')}")
+            continue
+        meta = json.loads(sample[META_MEMBER])
+        if meta["genre"] not in label_of_genre:
+            continue
+        offset_s = config.offset_s
+        if offset_s is None:
+            offset_s = rng.uniform(0.0, max(0.0, meta.get("duration_s", config.duration_s) - config.duration_s))
+        try:
+            waveform, rate = _decode(sample[AUDIO_MEMBER], offset_s, config)
+        except DecodeError as exn:
+            log.warning("skipping %s from %s: %s", key, sample.get("__url__"), exn)
+            yield _Skipped(key, str(exn))
+            continue
+        yield _Decoded(key, waveform, label_of_genre[meta["genre"]], rate)
+
+
+def _decode(data: bytes, offset_s: Seconds, config: StreamConfig) -> tuple[torch.Tensor, int]:
+    if config.resample == "device":
+        return decode_window_native(data, offset_s, config.duration_s)
+    return decode_window(data, offset_s, config.duration_s, config.sample_rate), config.sample_rate
+
+
+def batch_windows(items: Iterable[_Decoded | _Skipped | _Fatal], batch_size: int) -> Iterator[Batch]:
+    """Group decoded windows into batches of one sample rate; skips ride on the next batch."""
+    pending: dict[int, list[_Decoded]] = {}
+    skipped = 0
+    for item in items:
+        if isinstance(item, _Fatal):
+            yield _empty_batch(skipped, error=item.message)
+            return
+        if isinstance(item, _Skipped):
+            skipped += 1
+            continue
+        group = pending.setdefault(item.sample_rate, [])
+        group.append(item)
+        if len(group) == batch_size:
+            yield _collate(pending.pop(item.sample_rate), skipped)
+            skipped = 0
+    for group in pending.values():
+        yield _collate(group, skipped)
+        skipped = 0
+    if skipped:
+        yield _empty_batch(skipped)
+
+
+def _collate(items: list[_Decoded], skipped: int) -> Batch:
+    return Batch(
+        waveforms=torch.stack([item.waveform for item in items]),  # (batch, time)
+        labels=torch.tensor([item.label for item in items], dtype=torch.int64),
+        keys=[item.key for item in items],
+        sample_rate=items[0].sample_rate,
+        skipped=skipped,
+    )
+
+
+def _empty_batch(skipped: int, error: str | None = None) -> Batch:
+    return Batch(torch.zeros(0, 0), torch.zeros(0, dtype=torch.int64), [], 0, skipped, error)
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """Everything the loader needs to know about one split of a packed directory."""
+
+    urls: list[str]
+    labels: list[str]
+    sample_count: int
+
+
+def open_split(directory: str, split: str, genres: list[str] | None = None, index: ShardIndex | None = None) -> SplitSource:
+    """Resolve a split's shard URLs and label names from index.json (optionally a genre subset).
+
+    Raises:
+        InputError: an unknown genre or a split with no shards.
+        ShardFormatError: no readable index.json.
+    """
+    index = index or read_index(directory)
+    labels = list(genres) if genres else list(index.labels)
+    unknown = [genre for genre in labels if genre not in index.labels]
+    if unknown:
+        raise InputError(f"--genres: {', '.join(unknown)} not in the packed labels; known: {', '.join(index.labels)}")
+    urls = shard_urls(directory, index, split)
+    if not urls:
+        raise InputError(f"{directory} has no {split} shards (splits present: {', '.join(sorted({e.split for e in index.shards}))})")
+    return SplitSource(urls, labels, index.split_count(split, labels))
+
+
+def make_loader(
+    source: SplitSource, config: StreamConfig, workers: int | None = None, pin_memory: bool = False, split_nodes: bool = True
+) -> torch.utils.data.DataLoader:
+    """A DataLoader of `Batch` objects; batching happens inside the (per-worker) stream.
+
+    `split_nodes=False` lets one process read the whole split even inside a torchrun job.
+    """
+    workers = default_workers() if workers is None else workers
+    workers = min(workers, len(source.urls))  # a worker with no shard would only idle
+    dataset = ShardStream(source.urls, {genre: i for i, genre in enumerate(source.labels)}, config, split_nodes)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+def default_workers() -> int:
+    """One loader worker per CPU core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def expected_batches(source: SplitSource, config: StreamConfig, workers: int) -> int:
+    """An upper-bound estimate of batches per epoch, for progress bars."""
+    return math.ceil(source.sample_count / config.batch_size) + max(0, workers - 1)
+
+
+def iterate_epoch(loader: torch.utils.data.DataLoader, epoch: int) -> Iterator[Batch]:
+    """Set the epoch on the loader's stream and yield its non-empty batches.
+
+    Raises:
+        ShardFormatError: a worker could not read a shard.
+    """
+    loader.dataset.set_epoch(epoch)
+    for batch in loader:
+        if batch.error:
+            raise ShardFormatError(batch.error)
+        yield batch

@@ -1,0 +1,146 @@
+"""The streaming loader: shapes, label round trip, worker/rank splitting, corrupt samples."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamgenre.errors import ShardFormatError
+from streamgenre.shards import ShardIndex, shard_name, write_index, write_shard
+from streamgenre.stream import StreamConfig, batch_windows, decode_windows, iterate_epoch, make_loader, open_split
+from streamgenre.synth import encode_mp3, make_clip
+
+GENRES = ["ambient", "rock"]
+
+
+def _write_packed(root: Path, per_shard: int = 3, shards: int = 4, corrupt_key: str | None = None) -> dict[str, str]:
+    """A packed dir of `shards` train shards with 4-s clips; returns key -> genre."""
+    root.mkdir(parents=True, exist_ok=True)
+    genre_of, entries = {}, []
+    for number in range(shards):
+        samples = []
+        for slot in range(per_shard):
+            key = f"{number:02d}{slot:02d}"
+            genre = GENRES[(number + slot) % 2]
+            audio = b"garbage, not audio" if key == corrupt_key else encode_mp3(make_clip(genre, int(key), 4.0), 22050)
+            meta = {"track_id": key, "genre": genre, "label": GENRES.index(genre), "split": "train", "duration_s": 4.0}
+            samples.append((key, audio, meta))
+            genre_of[key] = genre
+        entries.append(write_shard(root / shard_name("train", number), samples))
+    counts = {"train": {g: sum(1 for v in genre_of.values() if v == g) for g in GENRES}}
+    write_index(root / "index.json", ShardIndex(labels=GENRES, counts=counts, shards=entries))
+    return genre_of
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("packed")
+    return root, _write_packed(root)
+
+
+def _epoch_keys(loader, epoch=0) -> list[str]:
+    return [key for batch in iterate_epoch(loader, epoch) for key in batch.keys]
+
+
+def test_batches_have_exact_shapes_dtypes_and_labels(packed):
+    root, genre_of = packed
+    source = open_split(str(root), "train")
+    loader = make_loader(source, StreamConfig(offset_s=1.0, duration_s=2.0, batch_size=4, seed=1), workers=0)
+    batches = list(iterate_epoch(loader, 0))
+    assert [len(b) for b in batches] == [4, 4, 4]
+    for batch in batches:
+        assert batch.waveforms.shape == (4, 44100) and batch.waveforms.dtype == torch.float32
+        assert batch.labels.dtype == torch.int64 and batch.sample_rate == 22050
+        assert [GENRES[label] for label in batch.labels.tolist()] == [genre_of[key] for key in batch.keys]
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_every_sample_once_per_epoch_whatever_the_workers(packed, workers):
+    root, genre_of = packed
+    loader = make_loader(open_split(str(root), "train"), StreamConfig(offset_s=0.0, duration_s=0.5, batch_size=5), workers=workers)
+    keys = _epoch_keys(loader)
+    assert sorted(keys) == sorted(genre_of)
+
+
+def test_two_ranks_read_disjoint_shards_covering_the_split(packed, monkeypatch):
+    root, genre_of = packed
+    seen = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        loader = make_loader(open_split(str(root), "train"), StreamConfig(offset_s=0.0, duration_s=0.5), workers=2)
+        seen.append(set(_epoch_keys(loader)))
+    assert not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(genre_of)
+
+
+def test_order_changes_with_epoch_and_repeats_with_seed(packed):
+    root, _ = packed
+    config = StreamConfig(offset_s=None, duration_s=0.5, batch_size=2, shuffle_buffer=8, seed=3)
+    loader = make_loader(open_split(str(root), "train"), config, workers=0)
+    first, again, second = _epoch_keys(loader, 0), _epoch_keys(loader, 0), _epoch_keys(loader, 1)
+    assert first == again
+    assert first != second and sorted(first) == sorted(second)
+
+
+def test_genre_subset_drops_other_genres_and_relabels(packed):
+    root, genre_of = packed
+    source = open_split(str(root), "train", genres=["rock"])
+    batches = list(iterate_epoch(make_loader(source, StreamConfig(offset_s=0.0, duration_s=0.5), workers=0), 0))
+    keys = [k for b in batches for k in b.keys]
+    assert sorted(keys) == sorted(k for k, g in genre_of.items() if g == "rock")
+    assert all(label == 0 for b in batches for label in b.labels.tolist())
+
+
+def test_corrupt_sample_mid_shard_is_skipped_and_counted(tmp_path):
+    genre_of = _write_packed(tmp_path / "bad", corrupt_key="0101")
+    loader = make_loader(open_split(str(tmp_path / "bad"), "train"), StreamConfig(offset_s=0.0, duration_s=0.5, batch_size=4), workers=2)
+    batches = list(iterate_epoch(loader, 0))
+    keys = sorted(k for b in batches for k in b.keys)
+    assert keys == sorted(k for k in genre_of if k != "0101")
+    assert sum(b.skipped for b in batches) == 1
+
+
+def test_missing_shard_stops_with_its_name(tmp_path):
+    _write_packed(tmp_path / "gone")
+    os.remove(tmp_path / "gone" / shard_name("train", 2))
+    loader = make_loader(open_split(str(tmp_path / "gone"), "train"), StreamConfig(offset_s=0.0, duration_s=0.5), workers=0)
+    with pytest.raises(ShardFormatError, match="train-000002.tar"):
+        list(iterate_epoch(loader, 0))
+
+
+def test_truncated_shard_stops_with_its_name(tmp_path):
+    _write_packed(tmp_path / "cut")
+    path = tmp_path / "cut" / shard_name("train", 1)
+    path.write_bytes(path.read_bytes()[:5000])
+    loader = make_loader(open_split(str(tmp_path / "cut"), "train"), StreamConfig(offset_s=0.0, duration_s=0.5), workers=1)
+    with pytest.raises(ShardFormatError, match="train-000001.tar"):
+        list(iterate_epoch(loader, 0))
+
+
+def test_stages_work_on_plain_lists():
+    items = [*_fake_decoded(5, rate=22050), *_fake_decoded(2, rate=44100)]
+    from streamgenre.stream import _Skipped
+
+    items.insert(3, _Skipped("x", "bad"))
+    batches = list(batch_windows(items, batch_size=2))
+    assert [(len(b), b.sample_rate) for b in batches] == [(2, 22050), (2, 22050), (2, 44100), (1, 22050)]
+    assert sum(b.skipped for b in batches) == 1
+
+
+def test_random_offsets_stay_inside_the_clip(chord_mp3):
+    sample = {"__key__": "k", "__url__": "u", "json": b'{"genre": "folk", "duration_s": 8.0}', "mp3": chord_mp3}
+    config = StreamConfig(offset_s=None, duration_s=3.0)
+    out = list(decode_windows([sample] * 4, {"folk": 0}, config, random.Random(0)))
+    assert all(item.waveform.shape == (66150,) for item in out)
+    assert len({float(item.waveform[:100].abs().sum()) for item in out}) > 1  # different windows
+
+
+def _fake_decoded(count: int, rate: int):
+    from streamgenre.stream import _Decoded
+
+    return [_Decoded(f"{rate}-{i}", torch.zeros(10), 0, rate) for i in range(count)]
