@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import pytest
 
+from streamgenre.shards import ShardIndex, shard_name, write_index, write_shard
 from streamgenre.synth import encode_mp3, make_clip, write_corpus
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -51,3 +53,35 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "manifest.csv").exists():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+def write_packed_dir(
+    root: Path,
+    genres: list[str],
+    shards_per_split: dict[str, int],
+    per_shard: int,
+    clip_s: float = 4.0,
+    corrupt_key: str | None = None,
+) -> dict[str, str]:
+    """Write shards + index.json directly (no `pack`), genres alternating; returns key -> genre.
+
+    Keys are ``<split initial><shard:02d><slot:02d>``; `corrupt_key` gets bytes that are not audio.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    genre_of, entries, counts = {}, [], {}
+    for split, shard_count in shards_per_split.items():
+        for number in range(shard_count):
+            samples = []
+            for slot in range(per_shard):
+                key = f"{split[0]}{number:02d}{slot:02d}"
+                genre = genres[(number + slot) % len(genres)]
+                clip = make_clip(genre, seed=zlib.crc32(key.encode()), duration_s=clip_s)
+                audio = b"garbage, not audio" if key == corrupt_key else encode_mp3(clip, 22050)
+                meta = {"track_id": key, "genre": genre, "label": genres.index(genre), "split": split, "duration_s": clip_s}
+                samples.append((key, audio, meta))
+                genre_of[key] = genre
+                counts.setdefault(split, {}).setdefault(genre, 0)
+                counts[split][genre] += 1
+            entries.append(write_shard(root / shard_name(split, number), samples))
+    write_index(root / "index.json", ShardIndex(labels=list(genres), counts=counts, shards=entries))
+    return genre_of

@@ -10,30 +10,16 @@ import pytest
 import torch
 
 from streamgenre.errors import ShardFormatError
-from streamgenre.shards import ShardIndex, shard_name, write_index, write_shard
+from streamgenre.shards import shard_name
 from streamgenre.stream import StreamConfig, batch_windows, decode_windows, iterate_epoch, make_loader, open_split
-from streamgenre.synth import encode_mp3, make_clip
+from tests.conftest import write_packed_dir
 
 GENRES = ["ambient", "rock"]
 
 
-def _write_packed(root: Path, per_shard: int = 3, shards: int = 4, corrupt_key: str | None = None) -> dict[str, str]:
-    """A packed dir of `shards` train shards with 4-s clips; returns key -> genre."""
-    root.mkdir(parents=True, exist_ok=True)
-    genre_of, entries = {}, []
-    for number in range(shards):
-        samples = []
-        for slot in range(per_shard):
-            key = f"{number:02d}{slot:02d}"
-            genre = GENRES[(number + slot) % 2]
-            audio = b"garbage, not audio" if key == corrupt_key else encode_mp3(make_clip(genre, int(key), 4.0), 22050)
-            meta = {"track_id": key, "genre": genre, "label": GENRES.index(genre), "split": "train", "duration_s": 4.0}
-            samples.append((key, audio, meta))
-            genre_of[key] = genre
-        entries.append(write_shard(root / shard_name("train", number), samples))
-    counts = {"train": {g: sum(1 for v in genre_of.values() if v == g) for g in GENRES}}
-    write_index(root / "index.json", ShardIndex(labels=GENRES, counts=counts, shards=entries))
-    return genre_of
+def _write_packed(root: Path, corrupt_key: str | None = None) -> dict[str, str]:
+    """4 train shards x 3 clips of 4 s, genres alternating; returns key -> genre."""
+    return write_packed_dir(root, GENRES, {"train": 4}, per_shard=3, corrupt_key=corrupt_key)
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +83,11 @@ def test_genre_subset_drops_other_genres_and_relabels(packed):
 
 
 def test_corrupt_sample_mid_shard_is_skipped_and_counted(tmp_path):
-    genre_of = _write_packed(tmp_path / "bad", corrupt_key="0101")
+    genre_of = _write_packed(tmp_path / "bad", corrupt_key="t0101")
     loader = make_loader(open_split(str(tmp_path / "bad"), "train"), StreamConfig(offset_s=0.0, duration_s=0.5, batch_size=4), workers=2)
     batches = list(iterate_epoch(loader, 0))
     keys = sorted(k for b in batches for k in b.keys)
-    assert keys == sorted(k for k in genre_of if k != "0101")
+    assert keys == sorted(k for k in genre_of if k != "t0101")
     assert sum(b.skipped for b in batches) == 1
 
 
