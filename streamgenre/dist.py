@@ -1,0 +1,60 @@
+"""torchrun environment -> process group, rank facts and the reductions training needs.
+
+Single-process runs go through the same calls (world size 1, no process group), so train.py
+has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a torchrun job (rank 0 of 1 outside torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process prints and writes files."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when there is more than one process to talk to."""
+        return self.world_size > 1
+
+
+def dist_info_from_env() -> DistInfo:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK (defaults: a single process)."""
+    return DistInfo(
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def init_process_group(info: DistInfo, device: torch.device) -> None:
+    """Join the torchrun job: nccl on CUDA, gloo on CPU. A no-op for a single process."""
+    if info.enabled and not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def destroy_process_group() -> None:
+    """Leave the job cleanly (a no-op when none was joined)."""
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all processes, in place (unchanged for a single process)."""
+    if torch_dist.is_initialized():
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+    return tensor

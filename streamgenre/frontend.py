@@ -1,0 +1,242 @@
+"""The on-device frontend: waveform batches in, the paper's 3x288x432 mel "images" out.
+
+Owns the mel spectrogram (nnAudio), the dB scale, per-example normalisation and the resize that
+stands in for the paper's PNG. Works on tensors already on the device; knows nothing about
+files, decoding or labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+import julius
+import torch
+import torch.nn.functional as F
+from nnAudio.features import MelSpectrogram
+from torch import nn
+
+from streamgenre.errors import InputError
+
+# librosa.power_to_db's floor on power; silence maps to 10*log10(AMIN) before the reference.
+AMIN = 1e-10
+# Guards the division in `normalize_per_example` for constant inputs (silence).
+NORM_EPS = 1e-5
+
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """How a waveform becomes the CNN's input image.
+
+    The defaults are the paper's ("Music Genre Classification with 2D CNN", FMA small):
+    `librosa.feature.melspectrogram` defaults at 22050 Hz, `power_to_db(ref=np.max)` with
+    top_db 80, drawn as a 288x432 RGB PNG. `f_max=None` means `sample_rate / 2`.
+    `input_sample_rate=None` means waveforms already arrive at `sample_rate`; an int (e.g.
+    44100) makes the frontend resample on the device first, so the CPU only decodes.
+    """
+
+    sample_rate: int = 22050  # the paper: librosa's default rate
+    n_fft: int = 2048  # the paper: librosa's default STFT size
+    hop_length: int = 512  # the paper: librosa's default hop
+    n_mels: int = 128  # the paper: librosa's default mel bands
+    f_min: float = 0.0
+    f_max: float | None = None
+    top_db: float = 80.0  # the paper: librosa.power_to_db's default floor
+    image_height: int = 288  # the paper: a 288x432 PNG ...
+    image_width: int = 432
+    channels: int = 3  # ... in RGB
+    input_sample_rate: int | None = None
+
+    def __post_init__(self):
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "image_height", "image_width", "channels"):
+            _check_positive(name, getattr(self, name))
+        if self.input_sample_rate is not None:
+            _check_positive("input_sample_rate", self.input_sample_rate)
+        nyquist = self.sample_rate / 2
+        f_max = nyquist if self.f_max is None else self.f_max
+        if not 0.0 <= self.f_min < f_max <= nyquist:
+            raise InputError(f"frontend needs 0 <= f_min < f_max <= sample_rate / 2 = {nyquist}; got f_min={self.f_min}, f_max={self.f_max}")
+        if self.top_db <= 0:
+            raise InputError(f"frontend top_db must be > 0 dB, got {self.top_db}")
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The output image of one example, ``(channels, image_height, image_width)``."""
+        return (self.channels, self.image_height, self.image_width)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (see `from_dict`)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FrontendConfig:
+        """Rebuild from `to_dict` output; unknown keys raise `InputError`."""
+        return config_from_dict(cls, data)
+
+
+def config_from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
+    """Build the dataclass `cls` from `data`, so an old or foreign dict fails with a clear message.
+
+    Raises:
+        InputError: `data` has keys `cls` does not know, misses a required one, or fails validation.
+    """
+    known = {field.name for field in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"{cls.__name__}: unknown keys {unknown}; known keys: {sorted(known)}")
+    try:
+        return cls(**data)
+    except TypeError as exn:  # a missing required key
+        raise InputError(f"{cls.__name__}: {exn}") from exn
+
+
+def power_to_db(specgram: torch.Tensor, top_db: float) -> torch.Tensor:
+    """Power to decibels relative to each example's own peak, like ``librosa.power_to_db(S, ref=np.max)``.
+
+    The reference is per example, not per batch (torchaudio's `AmplitudeToDB` takes one over
+    the whole tensor), so an example's dB values do not depend on what else is in the batch.
+    As in librosa, a clip and a snippet of it get different values (different peaks).
+
+    Args:
+        specgram: power spectrogram ``(batch, freq, time)``.
+        top_db: floor below each example's peak; every example ends in ``[-top_db, 0]``.
+
+    Returns:
+        dB spectrogram ``(batch, freq, time)``; silence is all zeros.
+    """
+    db = 10.0 * torch.log10(specgram.clamp_min(AMIN))  # (batch, freq, time)
+    peak = db.amax(dim=(-2, -1), keepdim=True)  # (batch, 1, 1): the ref=np.max of each example
+    return (db - peak).clamp_min(-top_db)
+
+
+def normalize_per_example(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit standard deviation per example, over all non-batch dims.
+
+    Why: the paper's PNG mapped each clip's own dB range onto the colour scale, so loudness
+    never reached the CNN; this does the same without the colour map. Constant input (silence)
+    stays finite: its spread is floored at `NORM_EPS`, giving all zeros.
+
+    Args:
+        x: ``(batch, ...)``, e.g. a dB spectrogram ``(batch, freq, time)``.
+
+    Returns:
+        Same shape as `x`.
+    """
+    dims = tuple(range(1, x.dim()))
+    std, mean = torch.std_mean(x, dim=dims, keepdim=True, correction=0)  # (batch, 1, ...)
+    return (x - mean) / std.clamp_min(NORM_EPS)
+
+
+def to_image(specgram: torch.Tensor, height: int, width: int, channels: int) -> torch.Tensor:
+    """Resize a spectrogram to the CNN's input image, like saving it as a fixed-size picture.
+
+    The mel axis becomes the image height (bin 0 on row 0), time the width. Any clip length
+    maps to the same size, so short windows work (with coarser time detail). Channels are
+    copies: the paper's RGB came from a colour map, not from extra information.
+
+    Args:
+        specgram: ``(batch, freq, time)``.
+        height: output rows.
+        width: output columns.
+        channels: copies stacked as channels.
+
+    Returns:
+        ``(batch, channels, height, width)``, an expanded view (the copies share memory).
+    """
+    image = F.interpolate(specgram.unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)  # (batch, 1, H, W)
+    return image.expand(-1, channels, -1, -1)  # (batch, channels, H, W)
+
+
+class MelFrontend(nn.Module):
+    """Waveforms to normalised mel images on whatever device the module sits on.
+
+    Resample (julius, only if the input rate differs), nnAudio mel power spectrogram,
+    `power_to_db`, `normalize_per_example`, `to_image`. The STFT and mel filters are fixed
+    buffers built once, so `.to(device)` moves them; they are not saved in the `state_dict`
+    (they follow from the config, which checkpoints carry, and would add ~17 MB each).
+    The mel runs in float32 even under autocast: float16 power spectra overflow.
+
+    nnAudio is set up like librosa: centred frames with reflect padding (librosa's default
+    before 0.10, which the paper used; 0.10 switched to zero padding), periodic Hann window,
+    Slaney mel scale and area-normalised filters.
+
+    Example:
+        >>> MelFrontend(FrontendConfig())(torch.zeros(2, 66150)).shape
+        torch.Size([2, 3, 288, 432])
+    """
+
+    def __init__(self, config: FrontendConfig):
+        super().__init__()
+        self.config = config
+        self.input_sample_rate = config.input_sample_rate or config.sample_rate
+        # julius's ResampleFrac is the identity (and holds no kernel) when the rates are equal.
+        self.resample = julius.ResampleFrac(self.input_sample_rate, config.sample_rate)
+        self.melspec = MelSpectrogram(
+            sr=config.sample_rate,  # nnAudio says "sr" for torchaudio's sample_rate
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            n_mels=config.n_mels,
+            fmin=config.f_min,
+            fmax=config.f_max,
+            center=True,
+            pad_mode="reflect",
+            htk=False,
+            norm=1,
+            power=2.0,
+            trainable_mel=False,
+            trainable_STFT=False,
+            verbose=False,
+        )
+        for module in self.modules():  # keep the fixed filters out of checkpoints (see above)
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                module.register_buffer(name, buffer, persistent=False)
+
+    def spectrogram(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """Mel power spectrogram at `config.sample_rate`, resampling first if needed.
+
+        Args:
+            waveform: ``(batch, time)`` audio in [-1, 1].
+            sample_rate: rate of `waveform`; None means `config.input_sample_rate` (or
+                `config.sample_rate` when that is None). A rate other than those builds the
+                resampling kernel on every call: set `input_sample_rate` for the common one.
+
+        Returns:
+            float32 power ``(batch, n_mels, frames)``, ``frames = 1 + time' // hop_length``
+            where ``time'`` is the length after resampling.
+
+        Raises:
+            InputError: `waveform` is not 2-D, or is shorter than ``n_fft // 2 + 1`` samples
+                after resampling (reflect padding needs that many).
+        """
+        if waveform.dim() != 2:
+            raise InputError(f"the frontend takes (batch, time) waveforms, got shape {tuple(waveform.shape)}")
+        rate = self.input_sample_rate if sample_rate is None else sample_rate
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            waveform = waveform.float()
+            if rate == self.input_sample_rate:
+                waveform = self.resample(waveform)
+            else:
+                waveform = julius.resample_frac(waveform, rate, self.config.sample_rate)
+            if waveform.shape[-1] <= self.config.n_fft // 2:
+                raise InputError(
+                    f"a waveform of {waveform.shape[-1]} samples at {self.config.sample_rate} Hz is too short for "
+                    f"n_fft={self.config.n_fft}; give at least {self.config.n_fft // 2 + 1} samples"
+                )
+            return self.melspec(waveform)  # (batch, n_mels, frames)
+
+    def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """Map ``(batch, time)`` waveforms to ``(batch, channels, image_height, image_width)`` float32 images.
+
+        `sample_rate` is as in `spectrogram`.
+        """
+        config = self.config
+        # Stays float32 under autocast: autocast lowers only matmul/conv-like ops, none of which follow.
+        db = power_to_db(self.spectrogram(waveform, sample_rate), config.top_db)  # (batch, n_mels, frames)
+        return to_image(normalize_per_example(db), config.image_height, config.image_width, config.channels)
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise InputError(f"frontend {name} must be > 0, got {value}")
