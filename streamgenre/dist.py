@@ -58,3 +58,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if torch_dist.is_initialized():
         torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
     return tensor
+
+
+def all_ranks_agree(flag: bool, device: torch.device) -> bool:
+    """True only if `flag` is true on every process (one tiny all-reduce; local value alone otherwise)."""
+    if not torch_dist.is_initialized():
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MIN)
+    return bool(value.item())

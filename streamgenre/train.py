@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from contextlib import nullcontext
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -22,14 +23,14 @@ import torch
 from tqdm import tqdm
 
 from streamgenre.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, make_bundle, save_checkpoint
-from streamgenre.dist import DistInfo, all_reduce_sum, destroy_process_group, dist_info_from_env, init_process_group
+from streamgenre.dist import DistInfo, all_ranks_agree, all_reduce_sum, destroy_process_group, dist_info_from_env, init_process_group
 from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import predict_batches, summarise, write_report
 from streamgenre.model import GenreClassifier, ModelConfig
 from streamgenre.frontend import FrontendConfig
 from streamgenre.plots import plot_curves
 from streamgenre.shards import atomic_write, read_index
-from streamgenre.stream import SplitSource, StreamConfig, default_workers, expected_batches, iterate_epoch, make_loader, open_split
+from streamgenre.stream import Batch, SplitSource, StreamConfig, default_workers, expected_batches, iterate_epoch, make_loader, open_split
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,8 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
     train_source = open_split(config.shards, "train", genres, index)
     val_source = _optional_split(config.shards, "val", genres, index)
     labels = train_source.labels
+    workers = default_workers() if config.workers is None else config.workers
+    _check_enough_shards(train_source, dist, workers)
     out = Path(config.out)
     if dist.is_main:
         _prepare_run_dir(out, config.resume)
@@ -152,8 +155,6 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
     if config.resume:
         start_epoch, history, best = _restore(out / LAST_NAME, model, optimizer, scaler, labels)
     trained = _wrap_for_dist(model, dist, device, config.sync_bn)
-
-    workers = default_workers() if config.workers is None else config.workers
     pin = device.type == "cuda"
     train_loader = make_loader(train_source, config.stream, workers, pin)
     eval_stream = _evaluation_stream(config.stream)
@@ -188,6 +189,16 @@ def _optional_split(shards: str, split: str, genres: list[str] | None, index) ->
     return open_split(shards, split, genres, index)
 
 
+def _check_enough_shards(source: SplitSource, dist: DistInfo, workers: int) -> None:
+    """Under torchrun every process and loader worker needs a shard of its own."""
+    needed = dist.world_size * max(1, workers)
+    if dist.enabled and len(source.urls) < needed:
+        raise InputError(
+            f"{len(source.urls)} train shards cannot feed {dist.world_size} processes x {max(1, workers)} loader workers: "
+            f"at least {needed} are needed; re-pack with a smaller --max-count or --shard-size, or lower --workers"
+        )
+
+
 def _evaluation_stream(stream: StreamConfig) -> StreamConfig:
     """Validation and test read every sample once, in order, at a fixed window."""
     offset = stream.offset_s if stream.offset_s is not None else EVAL_OFFSET_S
@@ -207,6 +218,9 @@ def _wrap_for_dist(model: GenreClassifier, dist: DistInfo, device: torch.device,
         return model
     if sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # The frontend's STFT and mel filters are constants (~17 MB): never broadcast them each step.
+    constants = [f"frontend.{name}" for name, _ in model.frontend.named_buffers()]
+    torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, constants)
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
@@ -219,10 +233,7 @@ def _train_epoch(model, loader, source, config, optimizer, scaler, device, epoch
     stats = _EpochStats()
     total = expected_batches(source, config.stream, loader.num_workers or 1)
     bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not (config.progress and dist.is_main), leave=False)
-    for batch in iterate_epoch(loader, epoch):
-        stats.skipped += batch.skipped
-        if not len(batch):
-            continue
+    for batch in _lockstep(_counting_skips(iterate_epoch(loader, epoch), stats), device):
         waveforms = batch.waveforms.to(device, non_blocking=True)  # (batch, time)
         labels = batch.labels.to(device, non_blocking=True)
         with _autocast(device, use_amp):
@@ -241,14 +252,32 @@ def _train_epoch(model, loader, source, config, optimizer, scaler, device, epoch
     return stats.reduced(device)
 
 
+def _counting_skips(batches: Iterator[Batch], stats: _EpochStats) -> Iterator[Batch]:
+    """Add each batch's count of undecodable samples to `stats`; pass on the non-empty batches."""
+    for batch in batches:
+        stats.skipped += batch.skipped
+        if len(batch):
+            yield batch
+
+
+def _lockstep(batches: Iterator[Batch], device: torch.device) -> Iterator[Batch]:
+    """Stop every process as soon as one runs out of batches.
+
+    Under DDP each optimizer step all-reduces gradients, so a process that took one step more
+    than the others would wait forever; shards rarely split into equal sample counts.
+    """
+    for batch in batches:
+        if not all_ranks_agree(True, device):
+            return
+        yield batch
+    all_ranks_agree(False, device)
+
+
 @torch.inference_mode()
 def _validate(model, loader, device, use_amp, dist) -> _EpochStats:
     model.eval()
     stats = _EpochStats()
-    for batch in iterate_epoch(loader, 0):
-        stats.skipped += batch.skipped
-        if not len(batch):
-            continue
+    for batch in _counting_skips(iterate_epoch(loader, 0), stats):
         labels = batch.labels.to(device, non_blocking=True)
         with _autocast(device, use_amp):
             logits = model(batch.waveforms.to(device, non_blocking=True), sample_rate=batch.sample_rate)
