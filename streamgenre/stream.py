@@ -43,7 +43,7 @@ class StreamConfig:
     shuffle_buffer: int = 256
     shuffle_shards: bool = True
     seed: int = 0
-    resample: str = "cpu"
+    resample: str = "device"
 
     def __post_init__(self):
         if self.duration_s <= 0:

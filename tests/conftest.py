@@ -62,6 +62,8 @@ def write_packed_dir(
     per_shard: int,
     clip_s: float = 4.0,
     corrupt_key: str | None = None,
+    sample_rate: int = 22050,
+    channels: int = 1,
 ) -> dict[str, str]:
     """Write shards + index.json directly (no `pack`), genres alternating; returns key -> genre.
 
@@ -75,8 +77,8 @@ def write_packed_dir(
             for slot in range(per_shard):
                 key = f"{split[0]}{number:02d}{slot:02d}"
                 genre = genres[(number + slot) % len(genres)]
-                clip = make_clip(genre, seed=zlib.crc32(key.encode()), duration_s=clip_s)
-                audio = b"garbage, not audio" if key == corrupt_key else encode_mp3(clip, 22050)
+                clip = make_clip(genre, seed=zlib.crc32(key.encode()), duration_s=clip_s, sample_rate=sample_rate)
+                audio = b"garbage, not audio" if key == corrupt_key else encode_mp3(clip, sample_rate, channels=channels)
                 meta = {"track_id": key, "genre": genre, "label": genres.index(genre), "split": split, "duration_s": clip_s}
                 samples.append((key, audio, meta))
                 genre_of[key] = genre
