@@ -10,8 +10,7 @@ is learnable but not trivial. Deterministic for a given seed; never touches glob
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -54,14 +53,23 @@ _STYLES = {
 }
 
 
+# Traits that travel together when a clip borrows from another genre.
+_PARTS = (
+    ("kick", "snare", "hat", "swing"),
+    ("chord_harmonics", "chord_attack_s", "chord_decay_s", "chord_steps", "drive"),
+    ("bass_octave", "chord_octave", "lead", "noise"),
+)
+_BORROW_PROBABILITY = 0.3
+
+
 def make_clip(genre: str, seed: int, duration_s: Seconds = 30.0, sample_rate: int = SYNTH_SAMPLE_RATE) -> np.ndarray:
     """Render one clip of `genre` as float32 mono ``(samples,)`` in [-1, 1].
 
     Raises:
         KeyError: `genre` is not one of `GENRES`.
     """
-    style = _STYLES[genre]
     rng = np.random.default_rng([seed, GENRES.index(genre)])
+    style = _borrow_traits(_STYLES[genre], rng)
     n = round(duration_s * sample_rate)
     out = np.zeros(n, np.float32)
     bpm = rng.uniform(*style.bpm)
@@ -98,6 +106,21 @@ def make_clip(genre: str, seed: int, duration_s: Seconds = 30.0, sample_rate: in
     return (out / max(1e-6, float(np.abs(out).max())) * rng.uniform(0.5, 0.9)).astype(np.float32)
 
 
+def _borrow_traits(style: _Style, rng: np.random.Generator) -> _Style:
+    """Give a clip some traits of another genre now and then, as real genres blur into each other.
+
+    Each part (groove, harmony, mix) is borrowed from a random other genre with probability
+    `_BORROW_PROBABILITY`, so no single feature separates the genres.
+    """
+    others = [other for other in _STYLES.values() if other is not style]
+    changes = {}
+    for part in _PARTS:
+        if rng.random() < _BORROW_PROBABILITY:
+            donor = others[int(rng.integers(len(others)))]
+            changes.update({name: getattr(donor, name) for name in part})
+    return replace(style, **changes)
+
+
 def encode_mp3(waveform: np.ndarray, sample_rate: int, bitrate: int = 96_000, channels: int = 1) -> bytes:
     """Encode float32 mono ``(samples,)`` audio to MP3 bytes (duplicated to stereo if asked)."""
     buffer = io.BytesIO()
@@ -122,20 +145,18 @@ def write_corpus(
     seed: int = 0,
     genres: tuple[str, ...] = GENRES,
     sample_rate: int = SYNTH_SAMPLE_RATE,
-    on_clip: Callable[[], None] | None = None,
 ) -> list[Path]:
     """Write ``out_dir/<genre>/<genre>-NNNN.mp3`` for every genre; returns the paths written."""
-    paths = []
-    for genre in genres:
-        (out_dir / genre).mkdir(parents=True, exist_ok=True)
-        for index in range(clips_per_genre):
-            clip = make_clip(genre, seed * 100_003 + index, duration_s, sample_rate)
-            path = out_dir / genre / f"{genre}-{index:04d}.mp3"
-            path.write_bytes(encode_mp3(clip, sample_rate))
-            paths.append(path)
-            if on_clip:
-                on_clip()
-    return paths
+    return [write_clip(out_dir, genre, index, duration_s, seed, sample_rate) for genre in genres for index in range(clips_per_genre)]
+
+
+def write_clip(out_dir: Path, genre: str, index: int, duration_s: Seconds, seed: int, sample_rate: int = SYNTH_SAMPLE_RATE) -> Path:
+    """Render, encode and write clip `index` of `genre` (a pure function of its arguments)."""
+    clip = make_clip(genre, seed * 100_003 + index, duration_s, sample_rate)
+    path = out_dir / genre / f"{genre}-{index:04d}.mp3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_mp3(clip, sample_rate))
+    return path
 
 
 def _add(buffer: np.ndarray, start_s: float, sound: np.ndarray, sample_rate: int, gain: float) -> None:

@@ -67,7 +67,7 @@ def write_packed_dir(
 ) -> dict[str, str]:
     """Write shards + index.json directly (no `pack`), genres alternating; returns key -> genre.
 
-    Keys are ``<split initial><shard:02d><slot:02d>``; `corrupt_key` gets bytes that are not audio.
+    Keys are ``<split><shard:02d><slot:02d>``; `corrupt_key` gets bytes that are not audio.
     """
     root.mkdir(parents=True, exist_ok=True)
     genre_of, entries, counts = {}, [], {}
@@ -75,7 +75,7 @@ def write_packed_dir(
         for number in range(shard_count):
             samples = []
             for slot in range(per_shard):
-                key = f"{split[0]}{number:02d}{slot:02d}"
+                key = f"{split}{number:02d}{slot:02d}"
                 genre = genres[(number + slot) % len(genres)]
                 clip = make_clip(genre, seed=zlib.crc32(key.encode()), duration_s=clip_s, sample_rate=sample_rate)
                 audio = b"garbage, not audio" if key == corrupt_key else encode_mp3(clip, sample_rate, channels=channels)

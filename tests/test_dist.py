@@ -45,7 +45,7 @@ def test_two_processes_under_torchrun_cover_the_split_once(tmp_path):
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     history = json.loads((run / "history.json").read_text())
-    train_keys = [k for k in genre_of if k.startswith("t")]
+    train_keys = [k for k in genre_of if k.startswith("train")]
     # All-reduced over both ranks: each sample once means the ranks' shards were disjoint and complete.
     assert history[0]["train_samples"] == len(train_keys)
     assert history[0]["val_samples"] == 8

@@ -83,11 +83,11 @@ def test_genre_subset_drops_other_genres_and_relabels(packed):
 
 
 def test_corrupt_sample_mid_shard_is_skipped_and_counted(tmp_path):
-    genre_of = _write_packed(tmp_path / "bad", corrupt_key="t0101")
+    genre_of = _write_packed(tmp_path / "bad", corrupt_key="train0101")
     loader = make_loader(open_split(str(tmp_path / "bad"), "train"), StreamConfig(offset_s=0.0, duration_s=0.5, batch_size=4), workers=2)
     batches = list(iterate_epoch(loader, 0))
     keys = sorted(k for b in batches for k in b.keys)
-    assert keys == sorted(k for k in genre_of if k != "t0101")
+    assert keys == sorted(k for k in genre_of if k != "train0101")
     assert sum(b.skipped for b in batches) == 1
 
 

@@ -80,7 +80,7 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(packed, tmp_path):
 
 
 def test_too_many_undecodable_samples_stop_the_run(tmp_path):
-    write_packed_dir(tmp_path / "bad", GENRES, {"train": 2}, per_shard=2, clip_s=3.0, corrupt_key="t0001")
+    write_packed_dir(tmp_path / "bad", GENRES, {"train": 2}, per_shard=2, clip_s=3.0, corrupt_key="train0001")
     from streamgenre.errors import StreamgenreError
 
     with pytest.raises(StreamgenreError, match="failed to decode"):
