@@ -94,7 +94,7 @@ def read_index(directory: str | Path) -> ShardIndex:
         if is_remote(location):
             import webdataset as wds
 
-            with wds.gopen(f"{location}/{INDEX_NAME}") as stream:
+            with wds.gopen(member_url(location, INDEX_NAME)) as stream:
                 data = json.load(stream)
         else:
             data = json.loads((Path(location) / INDEX_NAME).read_text())
@@ -107,8 +107,18 @@ def read_index(directory: str | Path) -> ShardIndex:
 
 def shard_urls(directory: str | Path, index: ShardIndex, split: str) -> list[str]:
     """Every shard URL of `split` under `directory` (a local path or a URL prefix)."""
-    location = str(directory).rstrip("/")
-    return [f"{location}/{entry.name}" for entry in index.split_shards(split)]
+    return [member_url(str(directory), entry.name) for entry in index.split_shards(split)]
+
+
+def member_url(location: str, name: str) -> str:
+    """The URL of file `name` in a packed location: ``{name}`` in it is replaced, else ``/name`` is appended.
+
+    The placeholder lets a command put the file name mid-string, e.g.
+    ``pipe:aws s3 cp s3://bucket/shards/{name} -``.
+    """
+    if "{name}" in location:
+        return location.replace("{name}", name)
+    return f"{location.rstrip('/')}/{name}"
 
 
 def is_remote(location: str) -> bool:

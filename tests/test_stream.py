@@ -130,3 +130,10 @@ def _fake_decoded(count: int, rate: int):
     from streamgenre.stream import _Decoded
 
     return [_Decoded(f"{rate}-{i}", torch.zeros(10), 0, rate) for i in range(count)]
+
+
+def test_pipe_location_with_name_placeholder_reads_like_a_folder(packed):
+    root, genre_of = packed
+    location = f"pipe:cat {root}/{{name}}"
+    loader = make_loader(open_split(location, "train"), StreamConfig(offset_s=0.0, duration_s=0.5), workers=0)
+    assert sorted(_epoch_keys(loader)) == sorted(genre_of)
