@@ -121,12 +121,17 @@ def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 @dataclass
 class _Span:
-    """Decoded native-rate audio around a window; `offset_index` is where the window starts."""
+    """Decoded native-rate audio around a window, placed on the clip's sample grid."""
 
     samples: np.ndarray  # (channels, samples) float32
     sample_rate: int
-    offset_index: int
+    first_index: int  # clip sample number of samples[:, 0]
     offset_s: Seconds  # the window's start after the past-the-end fallback
+
+    @property
+    def offset_index(self) -> int:
+        """Where the window starts in `samples` (the same rounding as slicing a full decode)."""
+        return max(0, round(self.offset_s * self.sample_rate) - self.first_index)
 
 
 def _decode_span(data: bytes, offset_s: Seconds, duration_s: Seconds) -> _Span:
@@ -146,7 +151,7 @@ def _decode_span(data: bytes, offset_s: Seconds, duration_s: Seconds) -> _Span:
             frames, first_pts = _frames_until(container.decode(stream), stream, origin + Fraction(stop_s))
             start_s = 0.0
         samples = _frames_to_array(frames, stream)
-    return _Span(samples, rate, max(0, round((offset_s - start_s) * rate)), offset_s)
+    return _Span(samples, rate, round(start_s * rate), offset_s)
 
 
 def _resample_span(span: _Span, sample_rate: int, duration_s: Seconds) -> np.ndarray:
@@ -157,8 +162,7 @@ def _resample_span(span: _Span, sample_rate: int, duration_s: Seconds) -> np.nda
     ratio = span.sample_rate / sample_rate
     window_start = round(span.offset_s * sample_rate)  # on the output grid, like a full decode
     margin = min(round(_MARGIN_S * sample_rate), window_start)
-    span_start_s = span.offset_s - span.offset_index / span.sample_rate
-    first = max(0, round((window_start - margin) * ratio - span_start_s * span.sample_rate))
+    first = max(0, round((window_start - margin) * ratio) - span.first_index)
     last = first + math.ceil((count + 2 * margin) * ratio)
     out = np.stack([resample(channel[first:last], span.sample_rate, sample_rate) for channel in span.samples])
     return _pad_to(out[:, margin : margin + count], count)
