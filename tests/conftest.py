@@ -87,3 +87,24 @@ def write_packed_dir(
             entries.append(write_shard(root / shard_name(split, number), samples))
     write_index(root / "index.json", ShardIndex(labels=list(genres), counts=counts, shards=entries))
     return genre_of
+
+
+# FMA's tracks.csv header as pandas writes it: top-level names, sub-names, then 'track_id'.
+# Extra columns (album.*, artist.name, track.genres, track.title) are there to be ignored.
+_FMA_HEADER = (
+    ["", "album", "album", "artist", "artist", "set", "set", "track", "track", "track"],
+    ["", "comments", "title", "id", "name", "split", "subset", "genre_top", "genres", "title"],
+    ["track_id", "", "", "", "", "", "", "", "", ""],
+)
+
+
+def write_tracks_csv(path: Path, rows: list[tuple[int, str, str, str, str]]) -> Path:
+    """A miniature FMA tracks.csv with the real 3-row header; rows are (id, genre_top, split, subset, artist id)."""
+    import csv
+
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerows(_FMA_HEADER)
+        for track_id, genre, split, subset, artist in rows:
+            writer.writerow([track_id, "0", "An album, with a comma", artist, f"Artist {artist}", split, subset, genre, "[12, 25]", f"Track {track_id}"])
+    return path

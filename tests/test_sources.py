@@ -1,0 +1,141 @@
+"""Input discovery: every SOURCE kind yields the right tracks, and bad sources fail clearly."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from streamgenre.errors import InputError
+from streamgenre.sources import Track, discover, read_fma_metadata, track_key
+from tests.conftest import write_tracks_csv
+
+FMA_ROWS = [
+    (2, "Hip-Hop", "training", "small", "1"),
+    (5, "Pop", "validation", "small", "2"),
+    (10, "Pop", "test", "small", "3"),
+    (148, "", "training", "small", "4"),  # no genre_top: a track with several top genres
+    (200, "Rock", "training", "medium", "5"),  # outside --subset small
+    (300, "Folk", "training", "large", "6"),
+]
+
+
+def _fma_tree(root: Path) -> Path:
+    """``root/audio/NNN/NNNNNN.mp3`` for every FMA_ROWS id and one id tracks.csv lacks."""
+    for track_id in [row[0] for row in FMA_ROWS] + [999]:
+        path = root / "audio" / f"{track_id:06d}"[:3] / f"{track_id:06d}.mp3"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"bytes of {track_id}".encode())
+    (root / "audio" / "README.txt").write_text("not a track")
+    write_tracks_csv(root / "tracks.csv", FMA_ROWS)
+    return root / "audio"
+
+
+def test_tracks_csv_header_is_flattened_to_dotted_names(tmp_path):
+    rows = read_fma_metadata(write_tracks_csv(tmp_path / "tracks.csv", FMA_ROWS))
+    assert sorted(rows) == [2, 5, 10, 148, 200, 300]
+    assert (rows[2].genre, rows[2].split, rows[2].subset, rows[2].artist) == ("Hip-Hop", "train", "small", "1")
+    assert (rows[5].split, rows[10].split) == ("val", "test")
+    assert rows[148].genre is None
+
+
+def test_fma_tree_joins_files_with_tracks_csv_and_filters_the_subset(tmp_path):
+    audio = _fma_tree(tmp_path)
+    tracks = {track.track_id: track for track in discover(audio, tmp_path / "tracks.csv", subset="small")}
+    assert sorted(tracks) == ["000002", "000005", "000010", "000148", "000999"]  # no 200 (medium), 300 (large)
+    assert tracks["000002"] == Track("000002", "Hip-Hop", audio / "000" / "000002.mp3", None, "train", "1")
+    assert tracks["000148"].genre is None and tracks["000999"].genre is None
+    medium = {track.track_id for track in discover(audio, tmp_path / "tracks.csv", subset="medium")}
+    assert "000200" in medium and "000300" not in medium  # FMA's subsets nest
+
+
+def test_fma_zip_members_are_read_from_the_archive(tmp_path):
+    audio = _fma_tree(tmp_path)
+    archive = tmp_path / "fma_small.zip"
+    with zipfile.ZipFile(archive, "w") as opened:
+        for path in sorted(audio.rglob("*")):
+            if path.is_file():
+                opened.write(path, f"fma_small/{path.relative_to(audio)}")
+    tracks = {track.track_id: track for track in discover(archive, tmp_path / "tracks.csv")}
+    assert sorted(tracks) == ["000002", "000005", "000010", "000148", "000200", "000300", "000999"]
+    track = tracks["000010"]
+    assert (track.path, track.member, track.source) == (archive, "fma_small/000/000010.mp3", f"{archive}:fma_small/000/000010.mp3")
+    assert track.read_bytes() == b"bytes of 10"
+    with pytest.raises(OSError, match="cannot read"):
+        Track("x", "Pop", archive, "fma_small/000/missing.mp3").read_bytes()
+
+
+def test_folder_per_genre_labels_by_folder_and_skips_hidden_and_top_level_files(tmp_path):
+    for relative in ["Rock/a.mp3", "Rock/live/b.song.mp3", "Jazz/c.mp3", "Jazz/.DS_Store", "README.md", ".hidden/d.mp3"]:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    tracks = list(discover(tmp_path))
+    assert [(track.track_id, track.genre) for track in tracks] == [("c", "Jazz"), ("a", "Rock"), ("b_song", "Rock")]
+
+
+def test_manifest_resolves_relative_paths_and_reads_optional_columns(tmp_path):
+    elsewhere = tmp_path / "elsewhere.mp3"
+    manifest = tmp_path / "lists" / "manifest.csv"
+    manifest.parent.mkdir()
+    manifest.write_text(f"path,genre,split,artist,extra\nclips/a.mp3,Rock,training,band,1\n{elsewhere},Jazz,,,2\nclips/c.mp3,,test,,3\n")
+    tracks = list(discover(manifest))
+    assert tracks[0] == Track("a", "Rock", manifest.parent / "clips" / "a.mp3", None, "train", "band")
+    assert tracks[1] == Track("elsewhere", "Jazz", elsewhere)
+    assert tracks[2].genre is None and tracks[2].split == "test"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("file,label\na.mp3,Rock\n", "lacks the column.*path, genre"), ("path,genre,split\na.mp3,Rock,holdout\n", "line 2: split 'holdout'")],
+)
+def test_bad_manifest_is_an_input_error(tmp_path, content, message):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(content)
+    with pytest.raises(InputError, match=message):
+        list(discover(manifest))
+
+
+def test_bad_tracks_csv_is_an_input_error(tmp_path):
+    audio = _fma_tree(tmp_path)
+    plain = tmp_path / "plain.csv"
+    plain.write_text("track_id,genre_top\n2,Pop\n")
+    with pytest.raises(InputError, match="third row must start with 'track_id'"):
+        list(discover(audio, plain))
+    no_genre = tmp_path / "no_genre.csv"
+    no_genre.write_text(",set\n,split\ntrack_id,\n2,training\n")
+    with pytest.raises(InputError, match="lacks the column.*track.genre_top"):
+        list(discover(audio, no_genre))
+
+
+@pytest.mark.parametrize(
+    ("make", "metadata", "subset", "message"),
+    [
+        (lambda root: root / "missing", None, None, "does not exist"),
+        (lambda root: root, None, None, "has no genre folders"),
+        (lambda root: root, None, "small", "--subset needs --metadata"),
+        (lambda root: _zip(root), None, None, "pass --metadata"),
+        (lambda root: _text(root, "notes.txt"), None, None, "not a folder, an FMA zip or a .csv"),
+        (lambda root: _text(root, "list.csv"), "tracks.csv", None, "--metadata is for an FMA tree"),
+        (lambda root: root, "missing.csv", None, "--metadata .*missing.csv does not exist"),
+    ],
+)
+def test_bad_source_is_an_input_error(tmp_path, make, metadata, subset, message):
+    with pytest.raises(InputError, match=message):
+        list(discover(make(tmp_path), tmp_path / metadata if metadata else None, subset))
+
+
+def test_track_key_is_safe_for_webdataset():
+    assert track_key("01. Intro (live).mp3") == "01__Intro__live__mp3"
+    assert "." not in track_key("a.b.c") and track_key("") == "_"
+
+
+def _zip(root: Path) -> Path:
+    with zipfile.ZipFile(root / "fma_small.zip", "w") as opened:
+        opened.writestr("fma_small/000/000002.mp3", b"x")
+    return root / "fma_small.zip"
+
+
+def _text(root: Path, name: str) -> Path:
+    (root / name).write_text("path,genre\n")
+    return root / name
