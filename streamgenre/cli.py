@@ -51,7 +51,88 @@ def _fail(message: str) -> None:
 
 
 # -- pack ------------------------------------------------------------------------------------
-# (pack and info commands go here)
+@app.command()
+@friendly_errors
+def pack(
+    source: Path = typer.Argument(..., help="An FMA tree or fma_*.zip (with --metadata), a folder per genre, or a CSV manifest (path,genre[,split][,artist])."),
+    out: Path = typer.Option(Path("shards"), "--out", help="Output folder for the shards, index.json and rejected.csv."),
+    metadata: Optional[Path] = typer.Option(None, help="FMA's tracks.csv: labels from track.genre_top, splits from set.split."),
+    subset: Optional[str] = typer.Option(None, help="FMA subset to keep: small, medium or large."),
+    genres: Optional[str] = typer.Option(None, help="Comma-separated genres to keep, in label-index order [default: all, sorted]."),
+    val: float = typer.Option(0.1, help="Validation fraction per genre, where the source gives no split."),
+    test: float = typer.Option(0.1, help="Test fraction per genre, where the source gives no split."),
+    seed: int = typer.Option(0, help="Seed for splits, --max-per-genre sampling and the order within shards."),
+    max_per_genre: Optional[int] = typer.Option(None, help="Keep at most this many files per genre (a seeded sample)."),
+    shard_size: str = typer.Option("256MB", help="Maximum shard size, e.g. 256MB or 1GiB."),
+    max_count: Optional[int] = typer.Option(None, help="Maximum samples per shard."),
+    workers: Optional[int] = typer.Option(None, help="Processes that probe and write [default: one per CPU core]."),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty --out, once the new pack is complete."),
+    min_duration: str = typer.Option("1s", help="Reject files with less decodable audio than this as too short."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Decode every file, then pack the good ones into train/val/test WebDataset shards."""
+    from streamgenre.pack import PackConfig, pack as run_pack
+    from streamgenre.units import parse_duration, parse_size
+
+    config = PackConfig(
+        source=source,
+        out=out,
+        metadata=metadata,
+        subset=subset,
+        genres=_split_list(genres),
+        val=val,
+        test=test,
+        seed=seed,
+        max_per_genre=max_per_genre,
+        shard_size_bytes=parse_size(shard_size),
+        max_count=max_count,
+        workers=workers,
+        overwrite=overwrite,
+        min_duration_s=parse_duration(min_duration),
+    )
+    _setup_logging()
+    _print_pack(run_pack(config, progress=not quiet))
+
+
+@app.command()
+@friendly_errors
+def info(directory: str = typer.Argument(..., help="Packed directory (or URL prefix) holding index.json.")) -> None:
+    """Show a packed directory: clips per genre and split, its shards and the options used."""
+    from streamgenre.shards import read_index
+
+    typer.echo(_index_table(read_index(directory)))
+
+
+def _print_pack(report) -> None:
+    index = report.index
+    splits = ", ".join(f"{split} {index.split_count(split)}" for split in index.counts)
+    size_mb = sum(entry.size_bytes for entry in index.shards) / 1e6
+    typer.echo(f"packed {report.packed} clips ({splits}) into {len(index.shards)} shards ({size_mb:.1f} MB) in {report.out}")
+    typer.echo(f"took {report.elapsed_s:.1f} s ({report.packed / max(report.elapsed_s, 1e-9):.1f} clips/s)")
+    if report.short_count:
+        typer.echo(f"{report.short_count} clips are shorter than 30 s: kept, with short=true in their json")
+    if report.rejected:
+        typer.echo(f"rejected {sum(report.rejected.values())} files, listed in {report.rejected_path}:")
+        for reason, count in report.rejected.items():
+            typer.echo(f"  {count:6d}  {reason}")
+
+
+def _index_table(index) -> str:
+    """Clips per genre (rows) and split (columns) with totals, then shards and options."""
+    splits = list(index.counts)
+    width = max([len("total"), *(len(label) for label in index.labels)])
+    rows = [f"{'label':>5}  {'genre':<{width}}" + "".join(f"{split:>8}" for split in splits) + f"{'total':>8}"]
+    for number, label in enumerate(index.labels):
+        counts = [index.counts[split].get(label, 0) for split in splits]
+        rows.append(f"{number:>5}  {label:<{width}}" + "".join(f"{count:>8}" for count in counts) + f"{sum(counts):>8}")
+    totals = [index.split_count(split) for split in splits]
+    rows.append(f"{'':>5}  {'total':<{width}}" + "".join(f"{count:>8}" for count in totals) + f"{sum(totals):>8}")
+    per_split = ", ".join(f"{split} {len(index.split_shards(split))}" for split in splits)
+    size_mb = sum(entry.size_bytes for entry in index.shards) / 1e6
+    rows.append(f"shards: {len(index.shards)} ({per_split}), {size_mb:.1f} MB")
+    rows.append("options: " + ", ".join(f"{name}={value}" for name, value in index.options.items() if value is not None))
+    rows.append(f"packed by streamgenre {index.version}")
+    return "\n".join(rows)
 
 
 # -- train -----------------------------------------------------------------------------------
@@ -158,11 +239,60 @@ def _print_training(result) -> None:
 
 
 # -- bench -----------------------------------------------------------------------------------
-# (bench command goes here)
+@app.command()
+@friendly_errors
+def bench(
+    shards: Optional[str] = typer.Argument(None, help="Packed directory to measure; by default the demo corpus, demo/shards, made by `streamgenre demo`."),
+    clips: int = typer.Option(128, help="Clips to measure on (rounded up to whole shards)."),
+    workers: str = typer.Option("1,2", help="Comma-separated loader worker counts to compare."),
+    device: str = typer.Option("auto", help="Where the frontend and the model run: auto, cpu or cuda."),
+    out: Path = typer.Option(Path("bench"), "--out", help="Folder for bench.json, bench.md and bench.png."),
+    quick: bool = typer.Option(False, help="A smoke run under a minute: a few clips, the first worker count."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Time every stage (decode, loader, frontend, training) and the paper's WAV/PNG pipeline on the same clips."""
+    from streamgenre.bench import DEMO_SHARDS, BenchConfig, run_bench
+
+    worker_counts = _parse_counts("--workers", workers)
+    config = BenchConfig(shards or DEMO_SHARDS, out, clips, worker_counts, device, quick, progress=not quiet)
+    _setup_logging()
+    result = run_bench(config)
+    typer.echo(result.markdown)
+    typer.echo(f"wrote {', '.join(result.outputs.values())}")
+
+
+def _parse_counts(option: str, text: str) -> tuple[int, ...]:
+    """``"1,2"`` -> ``(1, 2)``; anything but comma-separated whole numbers is an input error."""
+    from streamgenre.errors import InputError
+
+    try:
+        return tuple(int(item) for item in _split_list(text) or ())
+    except ValueError:
+        raise InputError(f"{option} takes comma-separated whole numbers, e.g. 1,2; got {text!r}") from None
 
 
 # -- demo ------------------------------------------------------------------------------------
-# (demo command goes here)
+@app.command()
+@friendly_errors
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", help="Folder for the corpus, the shards and the run."),
+    clips_per_genre: int = typer.Option(60, help="Synthetic clips per genre (five genres)."),
+    clip_length: str = typer.Option("30s", help="Length of each synthetic clip (FMA clips are 30 s)."),
+    epochs: int = typer.Option(8, help="Training epochs."),
+    seed: int = typer.Option(0, help="Seed for the corpus, the split and training."),
+    workers: Optional[int] = typer.Option(None, help="Processes for synthesis, packing and loading [default: one per core]."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Synthesise a five-genre MP3 corpus, pack it, train on the window at 0:15 and evaluate: no download."""
+    from streamgenre.demo import DemoConfig, run_demo
+    from streamgenre.units import parse_duration
+
+    config = DemoConfig(out=out, clips_per_genre=clips_per_genre, clip_s=parse_duration(clip_length), epochs=epochs, seed=seed, workers=workers, progress=not quiet)
+    _setup_logging()
+    result = run_demo(config)
+    typer.echo(f"corpus: {result.corpus} ({result.pack.packed} MP3 clips, five genres) -> shards: {result.shards}")
+    _print_training(result.train)
+    typer.echo(f"look at {result.run / 'accuracy.png'}, {result.run / 'loss.png'} and {result.run / 'confusion_matrix.png'}")
 
 
 if __name__ == "__main__":
