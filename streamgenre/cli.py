@@ -276,9 +276,9 @@ def _parse_counts(option: str, text: str) -> tuple[int, ...]:
 @friendly_errors
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for the corpus, the shards and the run."),
-    clips_per_genre: int = typer.Option(60, help="Synthetic clips per genre (five genres)."),
+    clips_per_genre: int = typer.Option(100, help="Synthetic clips per genre (five genres)."),
     clip_length: str = typer.Option("30s", help="Length of each synthetic clip (FMA clips are 30 s)."),
-    epochs: int = typer.Option(8, help="Training epochs."),
+    epochs: int = typer.Option(12, help="Training epochs."),
     seed: int = typer.Option(0, help="Seed for the corpus, the split and training."),
     workers: Optional[int] = typer.Option(None, help="Processes for synthesis, packing and loading [default: one per core]."),
     quiet: bool = typer.Option(False, help="No progress bars."),

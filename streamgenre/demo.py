@@ -29,9 +29,9 @@ class DemoConfig:
     """Size of the synthetic corpus and of the training run."""
 
     out: Path = Path("demo")
-    clips_per_genre: int = 60
+    clips_per_genre: int = 100
     clip_s: float = 30.0
-    epochs: int = 8
+    epochs: int = 12
     seed: int = 0
     workers: int | None = None
     stream: StreamConfig = field(default_factory=lambda: StreamConfig(offset_s=15.0))
