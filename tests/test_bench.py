@@ -1,0 +1,71 @@
+"""`streamgenre bench --quick` on a tiny packed set: every stage reaches bench.json, bench.md and bench.png.
+
+No timing assertions: the numbers depend on the machine and on what else runs beside the tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from streamgenre.cli import app
+from tests.conftest import write_packed_dir
+
+GENRES = ["ambient", "rock"]
+STAGES = {"1", "2", "3", "4", "5", "6", "7"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[object, Path]:
+    """One quick bench over 2 shards x 3 clips of 4 s (a 3-s window fits), shared by the tests."""
+    root = tmp_path_factory.mktemp("bench")
+    write_packed_dir(root / "packed", GENRES, {"train": 2}, per_shard=3, clip_s=4.0)
+    out = root / "out"
+    result = CliRunner().invoke(app, ["bench", str(root / "packed"), "--quick", "--quiet", "--out", str(out)])
+    return result, out
+
+
+def test_quick_bench_succeeds_and_prints_the_table(quick_run):
+    result, out = quick_run
+    assert result.exit_code == 0, result.output
+    assert "| stage | what |" in result.stdout and str(out / "bench.json") in result.stdout
+
+
+def test_json_holds_every_stage_with_a_rate(quick_run):
+    _, out = quick_run
+    report = json.loads((out / "bench.json").read_text())
+    rows = report["rows"]
+    assert {row["stage"] for row in rows} == STAGES
+    assert all(row["clips_per_s"] is None or row["clips_per_s"] > 0 for row in rows)
+    assert all(row["clips_per_s"] > 0 for row in rows if row["stage"] != "7")  # only the paper may skip
+    assert {row["name"].split(",")[1].strip() for row in rows if row["stage"] == "4"} == {"resample=cpu", "resample=device"}
+    assert report["clip_set"]["clips"] == 6 and report["machine"]["cores"] >= 1 and report["machine"]["torch"]
+
+
+def test_json_compares_memory_disk_and_first_epoch_with_the_paper(quick_run):
+    _, out = quick_run
+    comparisons = {c["name"]: c for c in json.loads((out / "bench.json").read_text())["comparisons"]}
+    rss = [c for name, c in comparisons.items() if name.startswith("peak RSS")]  # stage 8: 1x and 4x
+    assert len(rss) == 2 and all(c["streaming"] > 0 for c in rss)
+    assert comparisons["MP3 folder -> end of the first epoch"]["streaming"] > 0  # stage 9
+    assert comparisons["files derived from the audio, per clip (WAV + PNG)"]["streaming"] == 0
+
+
+def test_markdown_and_chart_are_written(quick_run):
+    _, out = quick_run
+    markdown = (out / "bench.md").read_text()
+    for heading in ("# streamgenre bench", "## Streaming vs the paper's pipeline", "## Targets", "## Notes"):
+        assert heading in markdown
+    assert all(f"| {stage} |" in markdown for stage in STAGES)
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob("*.tmp*"))  # atomic writes leave no temporaries
+
+
+def test_missing_default_directory_points_to_the_demo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["bench", "--quick"])
+    assert result.exit_code == 2
+    assert "streamgenre demo" in result.output and "Traceback" not in result.output
