@@ -152,7 +152,7 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision [default: on with CUDA]."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last.pt."),
-    shuffle_buffer: int = typer.Option(256, help="Samples held for shuffling in each loader worker."),
+    shuffle_buffer: int = typer.Option(64, help="Samples held for shuffling in each loader worker."),
     max_skip_fraction: float = typer.Option(0.01, help="Stop when more than this fraction of samples fails to decode."),
     resample: str = typer.Option("device", help="Resample on the 'device' inside the model, or on the 'cpu' in the loader."),
     sync_bn: bool = typer.Option(False, help="Under torchrun: synchronise batch-norm statistics across processes."),

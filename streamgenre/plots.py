@@ -57,6 +57,7 @@ def plot_bars(names: list[str], values: list[float], path: Path, title: str, xla
     for y, value in enumerate(values[::-1]):
         axes.text(value, y, f" {value:,.1f}", va="center", fontsize=8)
     axes.set_xscale("log")
+    axes.set_xlim(right=max(values, default=1.0) * 4)  # room for the value label of the longest bar
     axes.set_xlabel(xlabel)
     axes.set_title(title)
     _save(figure, path)

@@ -40,7 +40,7 @@ class StreamConfig:
     duration_s: Seconds = 3.0  # the paper's window
     sample_rate: int = PAPER_SAMPLE_RATE
     batch_size: int = 25  # the paper's batch
-    shuffle_buffer: int = 256
+    shuffle_buffer: int = 64  # shard order is shuffled too; each buffered sample holds a whole MP3
     shuffle_shards: bool = True
     seed: int = 0
     resample: str = "device"
