@@ -49,7 +49,8 @@ from streamgenre.stream import (
     make_loader,
     read_shards,
 )
-from streamgenre.train import PAPER_LR, resolve_device
+from streamgenre.dist import resolve_device
+from streamgenre.train import PAPER_LR
 from streamgenre.units import Seconds
 
 ItemT = TypeVar("ItemT")

@@ -1,4 +1,4 @@
-"""torchrun environment -> process group, rank facts and the reductions training needs.
+"""Where this process runs: its device, its place in a torchrun job, and the reductions training needs.
 
 Single-process runs go through the same calls (world size 1, no process group), so train.py
 has one code path.
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as torch_dist
+
+from streamgenre.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,15 @@ class DistInfo:
     def enabled(self) -> bool:
         """True when there is more than one process to talk to."""
         return self.world_size > 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU when there is one; asking for CUDA without one is an input error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
 
 
 def dist_info_from_env() -> DistInfo:

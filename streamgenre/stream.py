@@ -20,7 +20,7 @@ from functools import partial
 import torch
 import webdataset as wds
 
-from streamgenre.audio import PAPER_SAMPLE_RATE, decode_window, decode_window_native
+from streamgenre.audio import PAPER_SAMPLE_RATE, decode_full, decode_full_native, decode_window, decode_window_native
 from streamgenre.errors import DecodeError, InputError, ShardFormatError
 from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, ShardIndex, read_index, shard_urls
 from streamgenre.units import Seconds
@@ -44,6 +44,7 @@ class StreamConfig:
     shuffle_shards: bool = True
     seed: int = 0
     resample: str = "device"
+    whole_clips: bool = False  # decode each clip in full (multi-window evaluation); the offset is unused
 
     def __post_init__(self):
         if self.duration_s <= 0:
@@ -131,7 +132,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             read_shards,
             *([wds.shuffle(self.config.shuffle_buffer, initial=self.config.shuffle_buffer, seed=seed)] if self.config.shuffle_buffer > 1 else []),
             partial(decode_windows, label_of_genre=self.label_of_genre, config=self.config, rng=random.Random(seed)),
-            partial(batch_windows, batch_size=self.config.batch_size),
+            partial(batch_windows, batch_size=1 if self.config.whole_clips else self.config.batch_size),
         )
         return iter(pipeline)
 
@@ -187,6 +188,10 @@ def decode_windows(
 
 
 def _decode(data: bytes, offset_s: Seconds, config: StreamConfig) -> tuple[torch.Tensor, int]:
+    if config.whole_clips:
+        if config.resample == "device":
+            return decode_full_native(data)
+        return decode_full(data, config.sample_rate), config.sample_rate
     if config.resample == "device":
         return decode_window_native(data, offset_s, config.duration_s)
     return decode_window(data, offset_s, config.duration_s, config.sample_rate), config.sample_rate
@@ -284,6 +289,20 @@ def default_workers() -> int:
 def expected_batches(source: SplitSource, config: StreamConfig, workers: int) -> int:
     """An upper-bound estimate of batches per epoch, for progress bars."""
     return math.ceil(source.sample_count / config.batch_size) + max(0, workers - 1)
+
+
+@dataclass
+class SkipTally:
+    """Totals the undecodable samples that batches report, passing on the non-empty batches."""
+
+    total: int = 0
+
+    def passing(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """Yield the batches that hold samples; count every batch's skips."""
+        for batch in batches:
+            self.total += batch.skipped
+            if len(batch):
+                yield batch
 
 
 def iterate_epoch(loader: torch.utils.data.DataLoader, epoch: int) -> Iterator[Batch]:

@@ -23,14 +23,14 @@ import torch
 from tqdm import tqdm
 
 from streamgenre.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, make_bundle, save_checkpoint
-from streamgenre.dist import DistInfo, all_ranks_agree, all_reduce_sum, destroy_process_group, dist_info_from_env, init_process_group
+from streamgenre.dist import DistInfo, all_ranks_agree, all_reduce_sum, destroy_process_group, dist_info_from_env, init_process_group, resolve_device
 from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import predict_batches, summarise, write_report
 from streamgenre.model import GenreClassifier, ModelConfig
 from streamgenre.frontend import FrontendConfig
 from streamgenre.plots import plot_curves
 from streamgenre.shards import atomic_write, read_index
-from streamgenre.stream import Batch, SplitSource, StreamConfig, default_workers, expected_batches, iterate_epoch, make_loader, open_split
+from streamgenre.stream import Batch, SkipTally, SplitSource, StreamConfig, default_workers, expected_batches, iterate_epoch, make_loader, open_split
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +103,6 @@ class _EpochStats:
             f"{split}_samples": self.count,
             f"{split}_skipped": self.skipped,
         }
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the GPU when there is one; asking for CUDA without one is an input error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -233,7 +224,8 @@ def _train_epoch(model, loader, source, config, optimizer, scaler, device, epoch
     stats = _EpochStats()
     total = expected_batches(source, config.stream, loader.num_workers or 1)
     bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not (config.progress and dist.is_main), leave=False)
-    for batch in _lockstep(_counting_skips(iterate_epoch(loader, epoch), stats), device):
+    tally = SkipTally()
+    for batch in _lockstep(tally.passing(iterate_epoch(loader, epoch)), device):
         waveforms = batch.waveforms.to(device, non_blocking=True)  # (batch, time)
         labels = batch.labels.to(device, non_blocking=True)
         with _autocast(device, use_amp):
@@ -249,15 +241,8 @@ def _train_epoch(model, loader, source, config, optimizer, scaler, device, epoch
         bar.update(1)
         bar.set_postfix(loss=f"{stats.loss_sum / stats.count:.3f}", acc=f"{stats.correct / stats.count:.3f}")
     bar.close()
+    stats.skipped = tally.total
     return stats.reduced(device)
-
-
-def _counting_skips(batches: Iterator[Batch], stats: _EpochStats) -> Iterator[Batch]:
-    """Add each batch's count of undecodable samples to `stats`; pass on the non-empty batches."""
-    for batch in batches:
-        stats.skipped += batch.skipped
-        if len(batch):
-            yield batch
 
 
 def _lockstep(batches: Iterator[Batch], device: torch.device) -> Iterator[Batch]:
@@ -277,13 +262,15 @@ def _lockstep(batches: Iterator[Batch], device: torch.device) -> Iterator[Batch]
 def _validate(model, loader, device, use_amp, dist) -> _EpochStats:
     model.eval()
     stats = _EpochStats()
-    for batch in _counting_skips(iterate_epoch(loader, 0), stats):
+    tally = SkipTally()
+    for batch in tally.passing(iterate_epoch(loader, 0)):
         labels = batch.labels.to(device, non_blocking=True)
         with _autocast(device, use_amp):
             logits = model(batch.waveforms.to(device, non_blocking=True), sample_rate=batch.sample_rate)
         stats.loss_sum += torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
         stats.correct += int((logits.argmax(dim=1) == labels).sum())
         stats.count += len(batch)
+    stats.skipped = tally.total
     return stats.reduced(device)
 
 
