@@ -95,19 +95,27 @@ def decode_window_native(
     return torch.from_numpy(_finish(window, mono)), span.sample_rate
 
 
-def decode_full(data: bytes, sample_rate: int | None = PAPER_SAMPLE_RATE, mono: bool = True) -> torch.Tensor:
-    """Decode a whole file (for whole-clip inference and as the reference in tests).
+def decode_full(data: bytes, sample_rate: int = PAPER_SAMPLE_RATE, mono: bool = True) -> torch.Tensor:
+    """Decode a whole file resampled to `sample_rate` (whole-clip inference, reference in tests).
 
     Returns:
         float32 tensor, ``(samples,)`` when `mono`, else ``(channels, samples)``.
     """
+    waveform, rate = decode_full_native(data, mono)
+    channels = waveform.numpy().reshape(-1, waveform.shape[-1])  # (channels, samples), 1 when mono
+    return torch.from_numpy(_finish(np.stack([resample(channel, rate, sample_rate) for channel in channels]), mono))
+
+
+def decode_full_native(data: bytes, mono: bool = True) -> tuple[torch.Tensor, int]:
+    """Decode a whole file at its own sample rate (resampling is left to the model).
+
+    Returns:
+        ``(waveform, sample_rate)``; waveform float32, ``(samples,)`` or ``(channels, samples)``.
+    """
     with _open(data) as container:
         stream = _audio_stream(container)
         samples = _frames_to_array(container.decode(stream), stream)
-        rate = stream.codec_context.sample_rate
-    if sample_rate is not None and sample_rate != rate:
-        samples = np.stack([resample(channel, rate, sample_rate) for channel in samples])
-    return torch.from_numpy(_finish(samples, mono))
+        return torch.from_numpy(_finish(samples, mono)), stream.codec_context.sample_rate
 
 
 def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

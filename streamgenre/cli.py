@@ -235,7 +235,93 @@ def _print_training(result) -> None:
 
 
 # -- evaluate / predict ----------------------------------------------------------------------
-# (evaluate and predict commands go here)
+@app.command()
+@friendly_errors
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
+    shards: Optional[str] = typer.Option(None, help="Packed directory [default: the one the run was trained on]."),
+    split: str = typer.Option("test", help="Split to score: train, val or test."),
+    windows: Optional[int] = typer.Option(None, help="Hear N evenly spaced windows per clip [default: the training window only]."),
+    hop: Optional[str] = typer.Option(None, help="Or hear a window every HOP (e.g. 3s) across the whole clip."),
+    offset: Optional[str] = typer.Option(None, help="Single-window mode: where the window starts [default: the checkpoint's]."),
+    vote: str = typer.Option("mean", help="Combine windows by mean probability or by majority vote."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for eval-<split>.json and the confusion matrix [default: the run]."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    workers: Optional[int] = typer.Option(None, help="Loader worker processes [default: one per CPU core]."),
+) -> None:
+    """Score a checkpoint on a split, with the training window or whole clips (several windows)."""
+    from streamgenre.evaluate import EvaluateConfig, evaluate_run, format_report
+    from streamgenre.units import parse_duration
+
+    if windows is not None and hop is not None:
+        _fail("give --windows or --hop, not both")
+    config = EvaluateConfig(
+        run=run,
+        shards=shards,
+        split=split,
+        offset_s=parse_duration(offset) if offset else None,
+        windows=windows,
+        hop_s=parse_duration(hop) if hop else None,
+        vote=vote,
+        out=out,
+        device=device,
+        workers=workers,
+    )
+    _setup_logging()
+    result = evaluate_run(config)
+    typer.echo(format_report(result.summary))
+    if result.summary["skipped"]:
+        typer.echo(f"{result.summary['skipped']} samples could not be decoded and were skipped")
+    typer.echo(f"wrote {result.json_path} and {result.png_path}")
+
+
+@app.command()
+@friendly_errors
+def predict(
+    checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
+    inputs: list[str] = typer.Argument(..., help="Audio files (mp3, wav, flac, ogg, m4a, ...), folders, or - for paths on stdin."),
+    top: int = typer.Option(3, help="How many genres to show per file."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of tables."),
+    windows: Optional[int] = typer.Option(None, help="Hear N evenly spaced windows per file [default: the whole file, window after window]."),
+    hop: Optional[str] = typer.Option(None, help="Step between windows [default: the window length, i.e. the whole file]."),
+    vote: str = typer.Option("mean", help="Combine windows by mean probability or by majority vote."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Print the most likely genres of each file; exits 1 if any file could not be decoded."""
+    import json
+
+    from streamgenre.checkpoint import load_for_inference
+    from streamgenre.dist import resolve_device
+    from streamgenre.predict import expand_inputs, predict_files
+
+    paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
+    target = resolve_device(device)
+    loaded = load_for_inference(checkpoint, target)
+    plan = _window_plan_for(loaded.stream.duration_s, windows, hop or (None if windows else f"{loaded.stream.duration_s}s"), vote)
+    failed = 0
+    for result in predict_files(loaded, paths, plan, top, target):
+        failed += result.error is not None
+        if result.error:
+            typer.echo(f"error: {result.path}: {result.error}", err=True)
+            if json_lines:
+                typer.echo(json.dumps(result.to_json()))
+        elif json_lines:
+            typer.echo(json.dumps(result.to_json()))
+        else:
+            typer.echo(f"{result.path}  ({result.windows} windows)")
+            for genre, probability in result.top:
+                typer.echo(f"  {genre:<20}{probability:7.1%}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _window_plan_for(duration_s: float, windows: Optional[int], hop: Optional[str], vote: str):
+    from streamgenre.evaluate import WindowPlan
+    from streamgenre.units import parse_duration
+
+    if windows is not None and hop is not None:
+        _fail("give --windows or --hop, not both")
+    return WindowPlan(duration_s=duration_s, windows=windows, hop_s=parse_duration(hop) if hop else None, vote=vote)
 
 
 # -- bench -----------------------------------------------------------------------------------

@@ -1,21 +1,24 @@
 """Score a model on a split: predictions, accuracy, macro-F1, per-class report, confusion matrix.
 
-Used at the end of training (test split, best checkpoint) and by `streamgenre evaluate`.
+Used at the end of training (test split, best checkpoint) and by `streamgenre evaluate`, which
+can also hear whole clips: decoded once, cut into windows in memory, probabilities combined.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from streamgenre.dist import resolve_device
+from streamgenre.errors import InputError
 from streamgenre.plots import plot_confusion
 from streamgenre.shards import atomic_write
-from streamgenre.stream import Batch
+from streamgenre.stream import Batch, SkipTally
 
 
 @dataclass
@@ -83,3 +86,131 @@ def write_report(summary: dict, json_path: Path, png_path: Path, title: str, tex
         with atomic_write(text_path) as stream:
             stream.write((format_report(summary) + "\n").encode())
     plot_confusion(np.array(summary["confusion_matrix"]), summary["labels"], png_path, title)
+
+
+def window_starts(length: int, window: int, windows: int | None = None, hop: int | None = None) -> list[int]:
+    """Start samples of the windows that cover a clip of `length` samples.
+
+    `windows` spreads that many windows evenly from the start to the last full window; `hop`
+    steps by that many samples instead, plus the last full window so the end is heard too. A
+    clip shorter than one window gives one start, 0.
+    """
+    last = max(0, length - window)
+    if windows is not None:
+        return [round(last * i / (windows - 1)) for i in range(windows)] if windows > 1 else [last // 2]
+    starts = list(range(0, last + 1, hop)) if hop else [0]
+    return starts if starts[-1] == last else [*starts, last]
+
+
+def slice_windows(waveform: torch.Tensor, window: int, starts: list[int]) -> torch.Tensor:
+    """Cut ``(samples,)`` into ``(len(starts), window)`` views, zero-padding a short clip."""
+    if waveform.shape[-1] < window:
+        waveform = torch.nn.functional.pad(waveform, (0, window - waveform.shape[-1]))
+    return torch.stack([waveform[start : start + window] for start in starts])  # (windows, window)
+
+
+def combine_windows(probs: torch.Tensor, vote: str) -> torch.Tensor:
+    """One clip's ``(windows, classes)`` probabilities -> ``(classes,)``: mean, or majority share."""
+    if vote == "majority":
+        return torch.bincount(probs.argmax(dim=1), minlength=probs.shape[1]).float() / probs.shape[0]
+    return probs.mean(dim=0)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """How a whole clip is heard: windows of `duration_s`, either `windows` of them or every `hop_s`."""
+
+    duration_s: float
+    windows: int | None = None
+    hop_s: float | None = None
+    vote: str = "mean"
+
+    def __post_init__(self):
+        if self.windows is not None and self.windows < 1:
+            raise InputError(f"--windows must be >= 1, got {self.windows}")
+        if self.hop_s is not None and self.hop_s <= 0:
+            raise InputError(f"--hop must be > 0 seconds, got {self.hop_s}")
+        if self.vote not in ("mean", "majority"):
+            raise InputError(f"--vote must be mean or majority, got {self.vote!r}")
+
+    def cut(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """``(samples,)`` at `sample_rate` -> ``(windows, window_samples)``."""
+        window = round(self.duration_s * sample_rate)
+        hop = round(self.hop_s * sample_rate) if self.hop_s else None
+        return slice_windows(waveform, window, window_starts(waveform.shape[-1], window, self.windows, hop))
+
+
+@torch.inference_mode()
+def predict_clips(model: torch.nn.Module, clips: Iterable[Batch], plan: WindowPlan, device: torch.device, n_classes: int) -> Predictions:
+    """Score whole clips (one per batch): all of a clip's windows go through the model as one batch."""
+    model.eval()
+    keys, labels, probs = [], [], []
+    for clip in clips:
+        if not len(clip):
+            continue
+        windows = plan.cut(clip.waveforms[0], clip.sample_rate).to(device)  # (windows, samples)
+        window_probs = torch.softmax(model(windows, sample_rate=clip.sample_rate).float(), dim=1)
+        probs.append(combine_windows(window_probs, plan.vote).cpu().numpy()[None, :])
+        labels.append(clip.labels.numpy())
+        keys.extend(clip.keys)
+    if not keys:
+        return Predictions([], np.zeros(0, np.int64), np.zeros((0, n_classes), np.float32))
+    return Predictions(keys, np.concatenate(labels), np.concatenate(probs))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What to score: a run (or checkpoint) on one split, with one window or many per clip."""
+
+    run: Path
+    shards: str | None = None  # default: the shards the run was trained on
+    split: str = "test"
+    offset_s: float | None = None  # single-window offset; default: the checkpoint's
+    windows: int | None = None  # whole clips: this many windows each ...
+    hop_s: float | None = None  # ... or a window every hop_s; neither: the training window only
+    vote: str = "mean"
+    out: Path | None = None
+    device: str = "auto"
+    workers: int | None = None
+
+
+@dataclass
+class EvaluateResult:
+    """The summary written to eval-<split>.json, and where it went."""
+
+    summary: dict
+    json_path: Path
+    png_path: Path
+
+
+def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
+    """Score a checkpoint on a split and write eval-<split>.json and confusion_matrix-<split>.png."""
+    from streamgenre.checkpoint import load_checkpoint, load_for_inference
+    from streamgenre.stream import iterate_epoch, make_loader, open_split
+
+    device = resolve_device(config.device)
+    loaded = load_for_inference(config.run, device)
+    shards = config.shards or load_checkpoint(loaded.path).get("train_config", {}).get("shards")
+    if not shards:
+        raise InputError(f"{loaded.path} does not say which shards it was trained on: pass --shards")
+    source = open_split(shards, config.split, loaded.labels)
+    plan = None
+    if config.windows is not None or config.hop_s is not None:
+        plan = WindowPlan(loaded.stream.duration_s, config.windows, config.hop_s, config.vote)
+    offset = loaded.stream.offset_s if config.offset_s is None else config.offset_s
+    stream = replace(loaded.stream, offset_s=offset if offset is not None else 15.0, shuffle_buffer=0, shuffle_shards=False, whole_clips=plan is not None)
+    loader = make_loader(source, stream, config.workers, device.type == "cuda", split_nodes=False)
+    tally = SkipTally()
+    batches = tally.passing(iterate_epoch(loader, 0))
+    if plan is None:
+        predictions = predict_batches(loaded.model, batches, device, len(source.labels))
+    else:
+        predictions = predict_clips(loaded.model, batches, plan, device, len(source.labels))
+    summary = summarise(predictions, source.labels)
+    summary["skipped"] = tally.total
+    summary["options"] = {"run": str(loaded.path), "shards": shards, "split": config.split, "offset_s": stream.offset_s, "windows": asdict(plan) if plan else "training window"}
+    out = config.out or (loaded.path.parent if loaded.path.is_file() else Path(config.run))
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out / f"eval-{config.split}.json", out / f"confusion_matrix-{config.split}.png"
+    write_report(summary, json_path, png_path, f"{config.split} split")
+    return EvaluateResult(summary, json_path, png_path)

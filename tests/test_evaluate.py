@@ -1,0 +1,100 @@
+"""Whole-clip, multi-window evaluation against a hand computation, and the evaluate command."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import streamgenre.stream as stream_module
+from streamgenre.audio import decode_window, probe
+from streamgenre.checkpoint import load_for_inference
+from streamgenre.cli import app
+from streamgenre.evaluate import EvaluateConfig, WindowPlan, combine_windows, evaluate_run, predict_clips, window_starts
+from streamgenre.stream import StreamConfig, iterate_epoch, make_loader, open_split
+from streamgenre.train import TrainConfig, train
+from tests.conftest import write_packed_dir
+
+GENRES = ["ambient", "rock"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("evaluate")
+    write_packed_dir(root / "packed", GENRES, {"train": 2, "val": 1, "test": 1}, per_shard=4, clip_s=6.0)
+    stream = StreamConfig(offset_s=0.5, duration_s=2.0, batch_size=4)
+    train(TrainConfig(shards=str(root / "packed"), out=root / "run", stream=stream, epochs=2, workers=0, progress=False))
+    return root / "packed", root / "run"
+
+
+def _test_clips(packed: Path) -> dict[str, tuple[bytes, int]]:
+    clips = {}
+    with tarfile.open(packed / "test-000000.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    for name, payload in members.items():
+        if name.endswith(".json"):
+            key = name[: -len(".json")]
+            clips[key] = (members[f"{key}.mp3"], GENRES.index(json.loads(payload)["genre"]))
+    return clips
+
+
+def test_multi_window_equals_averaging_single_windows_by_hand(trained):
+    packed, run = trained
+    loaded = load_for_inference(run)
+    plan = WindowPlan(duration_s=2.0, windows=3)
+    config = StreamConfig(duration_s=2.0, shuffle_buffer=0, shuffle_shards=False, whole_clips=True)
+    loader = make_loader(open_split(str(packed), "test"), config, workers=0)
+    predicted = predict_clips(loaded.model, iterate_epoch(loader, 0), plan, torch.device("cpu"), 2)
+    for key, (data, label) in _test_clips(packed).items():
+        length = round(probe(data).duration_s * 22050)
+        starts = window_starts(length, 44100, windows=3)
+        windows = torch.stack([decode_window(data, start / 22050, 2.0) for start in starts])
+        with torch.inference_mode():
+            by_hand = loaded.model.predict_proba(windows).mean(dim=0).numpy()
+        row = predicted.keys.index(key)
+        np.testing.assert_allclose(predicted.probs[row], by_hand, atol=1e-4)
+        assert predicted.labels[row] == label
+
+
+def test_each_clip_is_decoded_once_for_all_its_windows(trained, monkeypatch):
+    packed, run = trained
+    calls = []
+    original = stream_module.decode_full_native
+    monkeypatch.setattr(stream_module, "decode_full_native", lambda data: calls.append(1) or original(data))
+    monkeypatch.setattr(stream_module, "decode_window_native", None)  # would raise if called
+    result = evaluate_run(EvaluateConfig(run=run, windows=4, workers=0, out=run / "multi"))
+    assert len(calls) == result.summary["samples"] == 4
+
+
+def test_window_starts_cover_the_clip():
+    assert window_starts(100, 40, windows=3) == [0, 30, 60]
+    assert window_starts(100, 40, hop=30) == [0, 30, 60]
+    assert window_starts(100, 40, hop=25) == [0, 25, 50, 60]  # the end is heard too
+    assert window_starts(30, 40, windows=5) == [0, 0, 0, 0, 0]
+    assert window_starts(100, 40, windows=1) == [30]
+
+
+def test_majority_vote_counts_windows_while_mean_weighs_confidence():
+    probs = torch.tensor([[0.6, 0.4], [0.6, 0.4], [0.0, 1.0]])
+    assert torch.allclose(combine_windows(probs, "majority"), torch.tensor([2 / 3, 1 / 3]))
+    assert torch.allclose(combine_windows(probs, "mean"), torch.tensor([0.4, 0.6]))
+
+
+def test_evaluate_command_writes_report_and_plot(trained):
+    packed, run = trained
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--split", "val", "--hop", "2s", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "eval-val.json").read_text())
+    assert report["samples"] == 4 and report["options"]["windows"]["hop_s"] == 2.0
+    assert (run / "confusion_matrix-val.png").is_file() and "macro-F1" in result.output
+
+
+def test_evaluate_without_a_run_is_one_clear_line(tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "none")])
+    assert result.exit_code == 2 and result.output.startswith("error:") and "Traceback" not in result.output
