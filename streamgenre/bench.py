@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from streamgenre.audio import PAPER_SAMPLE_RATE, decode_window, decode_window_native
+from streamgenre.dist import check_device_name, resolve_device
 from streamgenre.errors import InputError, ShardFormatError
 from streamgenre.frontend import FrontendConfig, MelFrontend
 from streamgenre.model import GenreClassifier, ModelConfig, PaperCNN
@@ -49,7 +50,6 @@ from streamgenre.stream import (
     make_loader,
     read_shards,
 )
-from streamgenre.dist import resolve_device
 from streamgenre.train import PAPER_LR
 from streamgenre.units import Seconds
 
@@ -94,8 +94,7 @@ class BenchConfig:
             raise InputError(f"--clips must be >= 1, got {self.clips}")
         if not self.workers or min(self.workers) < 0:
             raise InputError(f"--workers must list worker counts >= 0, e.g. 1,2; got {self.workers}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise InputError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        check_device_name(self.device)
         if self.loader_min_clips < 0:
             raise InputError(f"bench loader_min_clips must be >= 0, got {self.loader_min_clips}")
         for name in ("batch_size", "timed_steps", "rss_scale"):

@@ -34,6 +34,12 @@ class DistInfo:
         return self.world_size > 1
 
 
+def check_device_name(name: str) -> None:
+    """Reject a --device value early, before any work starts (CUDA's presence is checked later)."""
+    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
+        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` is the GPU when there is one; asking for CUDA without one is an input error."""
     if name == "auto":

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from streamgenre.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, make_bundle, save_checkpoint
-from streamgenre.dist import DistInfo, all_ranks_agree, all_reduce_sum, destroy_process_group, dist_info_from_env, init_process_group, resolve_device
+from streamgenre.dist import DistInfo, all_ranks_agree, all_reduce_sum, check_device_name, destroy_process_group, dist_info_from_env, init_process_group, resolve_device
 from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import predict_batches, summarise, write_report
 from streamgenre.model import GenreClassifier, ModelConfig
@@ -65,8 +65,7 @@ class TrainConfig:
             raise InputError(f"--epochs must be >= 1, got {self.epochs}")
         if self.lr <= 0:
             raise InputError(f"--lr must be > 0, got {self.lr}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise InputError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        check_device_name(self.device)
         if not 0 <= self.max_skip_fraction <= 1:
             raise InputError(f"--max-skip-fraction must be within 0..1, got {self.max_skip_fraction}")
 
