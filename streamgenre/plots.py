@@ -52,7 +52,7 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, title: str
 
 def plot_bars(names: list[str], values: list[float], path: Path, title: str, xlabel: str) -> None:
     """Horizontal bars, one per name (used for benchmark throughput)."""
-    figure, axes = plt.subplots(figsize=(8, 0.45 * len(names) + 1.5))
+    figure, axes = plt.subplots(figsize=(12, 0.45 * len(names) + 1.5))  # long stage names on the left
     axes.barh(names[::-1], values[::-1], color="tab:blue")
     for y, value in enumerate(values[::-1]):
         axes.text(value, y, f" {value:,.1f}", va="center", fontsize=8)
