@@ -82,6 +82,7 @@ class LoadedModel:
     labels: list[str]
     stream: StreamConfig
     path: Path
+    shards: str | None  # where it was trained, for evaluating on the same packed data
 
 
 def load_for_inference(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -93,4 +94,4 @@ def load_for_inference(path: str | Path, device: torch.device | str = "cpu") -> 
     model.to(device).eval()
     known = {f.name for f in fields(StreamConfig)}
     stream = StreamConfig(**{k: v for k, v in bundle["stream"].items() if k in known})
-    return LoadedModel(model, bundle["labels"], stream, resolved)
+    return LoadedModel(model, bundle["labels"], stream, resolved, bundle.get("train_config", {}).get("shards"))

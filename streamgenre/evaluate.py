@@ -185,12 +185,12 @@ class EvaluateResult:
 
 def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     """Score a checkpoint on a split and write eval-<split>.json and confusion_matrix-<split>.png."""
-    from streamgenre.checkpoint import load_checkpoint, load_for_inference
+    from streamgenre.checkpoint import load_for_inference
     from streamgenre.stream import iterate_epoch, make_loader, open_split
 
     device = resolve_device(config.device)
     loaded = load_for_inference(config.run, device)
-    shards = config.shards or load_checkpoint(loaded.path).get("train_config", {}).get("shards")
+    shards = config.shards or loaded.shards
     if not shards:
         raise InputError(f"{loaded.path} does not say which shards it was trained on: pass --shards")
     source = open_split(shards, config.split, loaded.labels)
