@@ -31,7 +31,17 @@ from tqdm import tqdm
 import streamgenre
 from streamgenre.audio import AudioInfo, probe
 from streamgenre.errors import DecodeError, InputError
-from streamgenre.shards import INDEX_NAME, REJECTED_NAME, SPLITS, ShardEntry, ShardIndex, atomic_write, shard_name, write_index, write_shard
+from streamgenre.shards import (
+    INDEX_NAME,
+    REJECTED_NAME,
+    SPLITS,
+    ShardEntry,
+    ShardIndex,
+    atomic_write,
+    shard_name,
+    write_index,
+    write_shard,
+)
 from streamgenre.sources import SUBSETS, Track, discover
 from streamgenre.splits import assign_splits, label_names
 from streamgenre.units import Seconds

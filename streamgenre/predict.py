@@ -15,7 +15,7 @@ import torch
 from streamgenre.audio import decode_full, decode_full_native
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import DecodeError, InputError
-from streamgenre.evaluate import WindowPlan, combine_windows
+from streamgenre.windows import WindowPlan, combine_windows
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".wma"}
 WINDOWS_PER_FORWARD = 64
@@ -72,9 +72,9 @@ def predict_files(loaded: LoadedModel, paths: list[Path], plan: WindowPlan, top:
 
 def _decode(path: Path, loaded: LoadedModel) -> tuple[torch.Tensor, int]:
     data = path.read_bytes()
-    if loaded.stream.resample == "device":
+    if loaded.spec.resample == "device":
         return decode_full_native(data)
-    return decode_full(data, loaded.stream.sample_rate), loaded.stream.sample_rate
+    return decode_full(data, loaded.spec.sample_rate), loaded.spec.sample_rate
 
 
 @torch.inference_mode()

@@ -262,7 +262,7 @@ def test_cli_pack_prints_a_summary_and_info_shows_counts_per_genre(tiny_corpus, 
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["pack", str(tiny_corpus), "--out", str(out), "--max-count", "5", "--workers", "1", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert f"packed 18 clips (train 12, val 3, test 3) into 5 shards" in result.stdout
+    assert "packed 18 clips (train 12, val 3, test 3) into 5 shards" in result.stdout
     result = CliRunner().invoke(app, ["info", str(out)])
     assert result.exit_code == 0, result.output
     for genre in ("ambient", "electronic", "rock"):
