@@ -324,6 +324,39 @@ def _window_plan_for(duration_s: float, windows: Optional[int], hop: Optional[st
     return WindowPlan(duration_s=duration_s, windows=windows, hop_s=parse_duration(hop) if hop else None, vote=vote)
 
 
+# -- export / tag ----------------------------------------------------------------------------
+@app.command()
+@friendly_errors
+def export(
+    run: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (needs the export extra) or torchscript."),
+    out: Optional[Path] = typer.Option(None, "--out", help="File to write [default: model.onnx or model.torchscript.pt beside the checkpoint]."),
+    sample_rate: Optional[int] = typer.Option(None, help="Rate of the waveforms the file takes [default: the run's]; another rate builds the resampler into the file."),
+    check: Optional[list[Path]] = typer.Option(None, "--check", help="Audio file to check the export on (repeatable) [default: synthetic clips]."),
+) -> None:
+    """Write the run as one ONNX or TorchScript file: mono waveforms in, genre probabilities out."""
+    from streamgenre.checkpoint import load_for_inference
+    from streamgenre.export import FORMATS, export_run
+
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    loaded = load_for_inference(run, "cpu")
+    target = out or loaded.path.parent / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
+    result = export_run(loaded, target, fmt, sample_rate, list(check or []))
+    meta, check_result = result.metadata, result.check
+    typer.echo(
+        f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {fmt}) in {result.seconds:.1f} s: "
+        f"float32 (batch, samples) mono at {meta['sample_rate']} Hz in, probabilities of {len(loaded.labels)} genres out; "
+        f"windows of {meta['window_seconds']} s"
+    )
+    runtime = "onnxruntime" if fmt == "onnx" else "torch.jit.load"
+    typer.echo(
+        f"checked with {runtime} on {check_result.windows} windows of {check_result.source}: "
+        f"max |p - p_pytorch| = {check_result.max_abs_diff:.1e} (tolerance {check_result.tolerance:.0e})"
+        + ("" if check_result.same_top else "; the top genre differs on some windows")
+    )
+
+
 # -- bench -----------------------------------------------------------------------------------
 @app.command()
 @friendly_errors
