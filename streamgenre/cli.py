@@ -357,6 +357,56 @@ def export(
     )
 
 
+@app.command()
+@friendly_errors
+def tag(
+    checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
+    inputs: list[str] = typer.Argument(..., help="Audio files (mp3, flac, ogg, opus, m4a), folders, or - for paths on stdin."),
+    write: bool = typer.Option(False, "--write", help="Write the tags [default: only print the plan]."),
+    min_probability: float = typer.Option(0.0, help="Leave files whose top genre is less likely than this (0 to 1)."),
+    overwrite_existing: bool = typer.Option(False, "--overwrite-existing", help="Replace a genre the file already has."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the plan as CSV: path, current genre, predicted genre, probability, action."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Put each file's predicted genre into its own genre tag; exits 1 if any file could not be read or tagged."""
+    import csv
+    import json
+
+    from streamgenre.checkpoint import load_for_inference
+    from streamgenre.dist import resolve_device
+    from streamgenre.predict import expand_inputs
+    from streamgenre.tag import CSV_COLUMNS, ERROR, require_mutagen, tag_files
+
+    require_mutagen()
+    paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
+    target = resolve_device(device)
+    loaded = load_for_inference(checkpoint, target)
+    plan = _window_plan_for(loaded.stream.duration_s, None, f"{loaded.stream.duration_s}s", "mean")
+    rows = []
+    if not json_lines:
+        typer.echo(f"{'action':<18}{'prob.':>7}  {'predicted':<16}{'current':<16}path")
+    for row in tag_files(loaded, paths, plan, target, min_probability, overwrite_existing, write):
+        rows.append(row)
+        if row.error:
+            typer.echo(f"error: {row.path}: {row.error}", err=True)
+        if json_lines:
+            typer.echo(json.dumps(row.to_json()))
+        elif not row.error:
+            typer.echo(f"{row.action:<18}{row.probability:7.1%}  {row.predicted:<16}{row.current_text or '-':<16}{row.path}")
+    if csv_path is not None:
+        with open(csv_path, "w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(row.to_csv() for row in rows)
+    counts = {action: sum(row.action == action for row in rows) for action in dict.fromkeys(row.action for row in rows)}
+    summary = ", ".join(f"{count} {action}" for action, count in counts.items())
+    hint = "" if write or not counts.get("write") else "; nothing written: add --write to tag"
+    typer.echo(f"{len(rows)} files: {summary}{hint}" + (f"; plan in {csv_path}" if csv_path else ""), err=json_lines)
+    if counts.get(ERROR):
+        raise typer.Exit(1)
+
+
 # -- bench -----------------------------------------------------------------------------------
 @app.command()
 @friendly_errors
