@@ -40,6 +40,7 @@ ONNX_OPSET = 17
 # ~1e-7 (float32 rounding); 1e-4 still catches any real divergence (a wrong op, a frozen shape).
 TOLERANCE = 1e-4
 CHECK_WINDOWS_PER_CLIP = 4
+CHECK_BATCH = 16
 SYNTHETIC_CHECK_GENRES = ("rock", "ambient", "electronic")
 EXTRA_HINT = "pip install 'streamgenre[export]'"
 
@@ -156,10 +157,13 @@ def export_run(
 
 def check_exported(wrapper: ProbabilityModel, path: Path, fmt: str, windows: torch.Tensor, source: str) -> CheckResult:
     """Run `windows` through PyTorch and through the file's own runtime; compare probabilities."""
-    with torch.inference_mode():
-        expected = wrapper(windows).numpy()
     run, _ = load_exported(path, fmt)
-    got = run(windows.numpy())
+    expected, got = [], []
+    for chunk in windows.split(CHECK_BATCH):  # bounded memory: a window's activations are ~4 MB
+        with torch.inference_mode():
+            expected.append(wrapper(chunk).numpy())
+        got.append(run(chunk.numpy()))
+    expected, got = np.concatenate(expected), np.concatenate(got)
     diff = float(np.abs(got - expected).max())
     same_top = bool((got.argmax(axis=1) == expected.argmax(axis=1)).all())
     return CheckResult(len(windows), source, diff, TOLERANCE, same_top)
