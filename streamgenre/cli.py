@@ -330,9 +330,9 @@ def _window_plan_for(duration_s: float, windows: Optional[int], hop: Optional[st
 def export(
     run: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
     fmt: str = typer.Option("onnx", "--format", help="onnx (needs the export extra) or torchscript."),
-    out: Optional[Path] = typer.Option(None, "--out", help="File to write [default: model.onnx or model.torchscript.pt beside the checkpoint]."),
-    sample_rate: Optional[int] = typer.Option(None, help="Rate of the waveforms the file takes [default: the run's]; another rate builds the resampler into the file."),
-    check: Optional[list[Path]] = typer.Option(None, "--check", help="Audio file to check the export on (repeatable) [default: synthetic clips]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="File to write (default: model.onnx or model.torchscript.pt beside the checkpoint)."),
+    sample_rate: Optional[int] = typer.Option(None, help="Rate of the waveforms the file takes (default: the run's); another rate builds the resampler into the file."),
+    check: Optional[list[Path]] = typer.Option(None, "--check", help="Audio file to check the export on, repeatable (default: synthetic clips)."),
 ) -> None:
     """Write the run as one ONNX or TorchScript file: mono waveforms in, genre probabilities out."""
     from streamgenre.checkpoint import load_for_inference
@@ -362,7 +362,7 @@ def export(
 def tag(
     checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
     inputs: list[str] = typer.Argument(..., help="Audio files (mp3, flac, ogg, opus, m4a), folders, or - for paths on stdin."),
-    write: bool = typer.Option(False, "--write", help="Write the tags [default: only print the plan]."),
+    write: bool = typer.Option(False, "--write", help="Write the tags (without it, only the plan is printed)."),
     min_probability: float = typer.Option(0.0, help="Leave files whose top genre is less likely than this (0 to 1)."),
     overwrite_existing: bool = typer.Option(False, "--overwrite-existing", help="Replace a genre the file already has."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the plan as CSV: path, current genre, predicted genre, probability, action."),

@@ -128,7 +128,7 @@ def export_run(
     """
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    rate = int(sample_rate or loaded.stream.sample_rate)
+    rate = int(loaded.stream.sample_rate if sample_rate is None else sample_rate)
     if rate <= 0:
         raise InputError(f"--sample-rate must be > 0 Hz, got {rate}")
     if fmt == "onnx":

@@ -116,7 +116,7 @@ def test_missing_onnxruntime_names_the_extra_in_one_line(run, tmp_path, monkeypa
 
 
 def test_bad_format_and_missing_run_are_one_line(run, tmp_path):
-    for args in (["export", str(run), "--format", "tflite"], ["export", str(tmp_path / "nothing")]):
+    for args in (["export", str(run), "--format", "tflite"], ["export", str(tmp_path / "nothing")], ["export", str(run), "--sample-rate", "0"]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1
 
