@@ -135,7 +135,11 @@ def _decide(current: list[str], genre: str, probability: float, min_probability:
 def _unwritable(path: Path) -> str | None:
     """Why `path` must not be replaced: a read-only file (no write bit for anyone) or folder."""
     target = Path(os.path.realpath(path))
-    if not os.stat(target).st_mode & 0o222 or not os.access(target, os.W_OK):
+    try:
+        mode = os.stat(target).st_mode
+    except OSError as exn:
+        return f"cannot write the tag: {exn}"
+    if not mode & 0o222 or not os.access(target, os.W_OK):
         return "the file is read-only: not tagged"
     if not os.access(target.parent, os.W_OK):
         return f"its folder {target.parent} is not writable (the tagged copy is written beside the file)"
