@@ -362,6 +362,89 @@ def _window_plan_for(duration_s: float, windows: Optional[int], hop: Optional[st
     return WindowPlan(duration_s=duration_s, windows=windows, hop_s=parse_duration(hop) if hop else None, vote=vote)
 
 
+# -- export / tag ----------------------------------------------------------------------------
+@app.command()
+@friendly_errors
+def export(
+    run: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (needs the export extra) or torchscript."),
+    out: Optional[Path] = typer.Option(None, "--out", help="File to write (default: model.onnx or model.torchscript.pt beside the checkpoint)."),
+    sample_rate: Optional[int] = typer.Option(None, help="Rate of the waveforms the file takes (default: the run's); another rate builds the resampler into the file."),
+    check: Optional[list[Path]] = typer.Option(None, "--check", help="Audio file to check the export on, repeatable (default: synthetic clips)."),
+) -> None:
+    """Write the run as one ONNX or TorchScript file: mono waveforms in, genre probabilities out."""
+    from streamgenre.checkpoint import load_for_inference
+    from streamgenre.export import FORMATS, export_run
+
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    loaded = load_for_inference(run, "cpu")
+    target = out or loaded.path.parent / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
+    result = export_run(loaded, target, fmt, sample_rate, list(check or []))
+    meta, check_result = result.metadata, result.check
+    typer.echo(
+        f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {fmt}) in {result.seconds:.1f} s: "
+        f"float32 (batch, samples) mono at {meta['sample_rate']} Hz in, probabilities of {len(loaded.labels)} genres out; "
+        f"windows of {meta['window_seconds']} s"
+    )
+    runtime = "onnxruntime" if fmt == "onnx" else "torch.jit.load"
+    typer.echo(
+        f"checked with {runtime} on {check_result.windows} windows of {check_result.source}: "
+        f"max |p - p_pytorch| = {check_result.max_abs_diff:.1e} (tolerance {check_result.tolerance:.0e})"
+        + ("" if check_result.same_top else "; the top genre differs on some windows")
+    )
+
+
+@app.command()
+@friendly_errors
+def tag(
+    checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
+    inputs: list[str] = typer.Argument(..., help="Audio files (mp3, flac, ogg, opus, m4a), folders, or - for paths on stdin."),
+    write: bool = typer.Option(False, "--write", help="Write the tags (without it, only the plan is printed)."),
+    min_probability: float = typer.Option(0.0, help="Leave files whose top genre is less likely than this (0 to 1)."),
+    overwrite_existing: bool = typer.Option(False, "--overwrite-existing", help="Replace a genre the file already has."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the plan as CSV: path, current genre, predicted genre, probability, action."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Put each file's predicted genre into its own genre tag; exits 1 if any file could not be read or tagged."""
+    import csv
+    import json
+
+    from streamgenre.checkpoint import load_for_inference
+    from streamgenre.dist import resolve_device
+    from streamgenre.predict import expand_inputs
+    from streamgenre.tag import CSV_COLUMNS, ERROR, require_mutagen, tag_files
+
+    require_mutagen()
+    paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
+    target = resolve_device(device)
+    loaded = load_for_inference(checkpoint, target)
+    plan = _window_plan_for(loaded.stream.duration_s, None, f"{loaded.stream.duration_s}s", "mean")
+    rows = []
+    if not json_lines:
+        typer.echo(f"{'action':<18}{'prob.':>7}  {'predicted':<16}{'current':<16}path")
+    for row in tag_files(loaded, paths, plan, target, min_probability, overwrite_existing, write):
+        rows.append(row)
+        if row.error:
+            typer.echo(f"error: {row.path}: {row.error}", err=True)
+        if json_lines:
+            typer.echo(json.dumps(row.to_json()))
+        elif not row.error:
+            typer.echo(f"{row.action:<18}{row.probability:7.1%}  {row.predicted:<16}{row.current_text or '-':<16}{row.path}")
+    if csv_path is not None:
+        with open(csv_path, "w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(row.to_csv() for row in rows)
+    counts = {action: sum(row.action == action for row in rows) for action in dict.fromkeys(row.action for row in rows)}
+    summary = ", ".join(f"{count} {action}" for action, count in counts.items())
+    hint = "" if write or not counts.get("write") else "; nothing written: add --write to tag"
+    typer.echo(f"{len(rows)} files: {summary}{hint}" + (f"; plan in {csv_path}" if csv_path else ""), err=json_lines)
+    if counts.get(ERROR):
+        raise typer.Exit(1)
+
+
 # -- bench -----------------------------------------------------------------------------------
 @app.command()
 @friendly_errors

@@ -29,10 +29,12 @@ ALLOWED = {
     "checkpoint": {"model", "stream"},
     "evaluate": {"checkpoint", "dist", "plots", "shards", "stream"},
     "predict": {"audio", "checkpoint", "evaluate"},
+    "tag": {"checkpoint", "evaluate", "predict"},
+    "export": {"audio", "checkpoint", "evaluate", "synth"},
     "train": {"checkpoint", "dist", "evaluate", "frontend", "model", "plots", "shards", "stream"},
     "bench": {"audio", "dist", "frontend", "model", "pack", "plots", "shards", "stream", "train"},
     "demo": {"pack", "stream", "synth", "train"},
-    "cli": {"bench", "checkpoint", "demo", "dist", "evaluate", "pack", "predict", "shards", "stream", "train"},
+    "cli": {"bench", "checkpoint", "demo", "dist", "evaluate", "export", "pack", "predict", "shards", "stream", "tag", "train"},
 }
 
 
