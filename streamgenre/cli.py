@@ -420,7 +420,7 @@ def tag(
     paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
     target = resolve_device(device)
     loaded = load_for_inference(checkpoint, target)
-    plan = _window_plan_for(loaded.stream.duration_s, None, f"{loaded.stream.duration_s}s", "mean")
+    plan = _window_plan_for(loaded.spec.window_s, None, f"{loaded.spec.window_s}s", "mean")
     rows = []
     if not json_lines:
         typer.echo(f"{'action':<18}{'prob.':>7}  {'predicted':<16}{'current':<16}path")

@@ -192,7 +192,7 @@ class EvaluateResult:
 def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     """Score a checkpoint on a split and write eval-<split>-<mode>.json and its confusion matrix."""
     from streamgenre.checkpoint import load_for_inference
-    from streamgenre.stream import evaluation_stream, iterate_epoch, make_loader, open_split
+    from streamgenre.stream import evaluation_stream, iterate_epoch, make_loader, open_split, warn_clamped
 
     device = resolve_device(config.device)
     loaded = load_for_inference(config.run, device)
@@ -210,6 +210,8 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     predictions = predict_clips(loaded.model, tally.passing(iterate_epoch(loader, 0)), plan, device, len(source.labels))
     summary = summarise(predictions, source.labels)
     summary["skipped"] = tally.total
+    if tally.clamped:
+        warn_clamped(tally.clamped, summary["samples"], stream)
     summary["options"] = {"run": str(loaded.path), "shards": shards, "split": config.split, "offset_s": None if whole_clips else stream.offset_s, "windows": asdict(plan)}
     out = config.out or (loaded.path.parent if loaded.path.is_file() else Path(config.run))
     out.mkdir(parents=True, exist_ok=True)

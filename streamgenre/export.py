@@ -28,7 +28,7 @@ from streamgenre import __version__
 from streamgenre.audio import decode_full
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import DecodeError, InputError, StreamgenreError
-from streamgenre.evaluate import WindowPlan
+from streamgenre.windows import WindowPlan
 from streamgenre.synth import make_clip
 
 FORMATS = ("onnx", "torchscript")
@@ -92,7 +92,7 @@ class ExportResult:
 
 def export_metadata(loaded: LoadedModel, sample_rate: int, fmt: str) -> dict[str, str]:
     """String key/values stored in the file: enough to feed it and read its output."""
-    window_s = float(loaded.stream.duration_s)
+    window_s = float(loaded.spec.window_s)
     return {
         "labels": json.dumps(list(loaded.labels)),
         "sample_rate": str(sample_rate),
@@ -119,7 +119,7 @@ def export_run(
         loaded: a model from `load_for_inference`, on the CPU.
         out: the file to write (replaced atomically).
         fmt: ``onnx`` or ``torchscript``.
-        sample_rate: rate of the waveforms the file takes [default: the run's, `loaded.stream.sample_rate`].
+        sample_rate: rate of the waveforms the file takes [default: the run's, `loaded.spec.sample_rate`].
         check_files: audio files whose windows the check runs on [default: synthetic clips].
 
     Raises:
@@ -128,7 +128,7 @@ def export_run(
     """
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    rate = int(loaded.stream.sample_rate if sample_rate is None else sample_rate)
+    rate = int(loaded.spec.sample_rate if sample_rate is None else sample_rate)
     if rate <= 0:
         raise InputError(f"--sample-rate must be > 0 Hz, got {rate}")
     if fmt == "onnx":
@@ -232,8 +232,8 @@ _WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript}
 
 def _check_windows(loaded: LoadedModel, rate: int, files: list[Path] | None) -> tuple[torch.Tensor, str]:
     """Windows at `rate` for the check: of the given files, else of synthetic music clips."""
-    plan = WindowPlan(duration_s=loaded.stream.duration_s, windows=CHECK_WINDOWS_PER_CLIP)
-    clip_s = max(4 * float(loaded.stream.duration_s), 6.0)
+    plan = WindowPlan(duration_s=loaded.spec.window_s, windows=CHECK_WINDOWS_PER_CLIP)
+    clip_s = max(4 * float(loaded.spec.window_s), 6.0)
     if files:
         waveforms = []
         for path in files:

@@ -28,6 +28,8 @@ from streamgenre.units import Seconds
 from streamgenre.windows import random_offsets, slice_windows
 
 log = logging.getLogger(__name__)
+# A fixed window may overrun a clip's measured end by this much (decoder rounding) unnoticed.
+_CLAMP_TOLERANCE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Batch:
     sample_rate: int
     skipped: int = 0
     error: str | None = None
+    clamped: int = 0  # windows moved back because the clip ends before offset + duration
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -107,7 +110,7 @@ class _Decoded:
     waveform: torch.Tensor  # (time,)
     label: int
     sample_rate: int
-    extra: dict = field(default_factory=dict)
+    clamped: bool = False
 
 
 class ShardStream(torch.utils.data.IterableDataset):
@@ -192,8 +195,9 @@ def decode_windows(
             log.warning("skipping %s from %s: %s", key, sample.get("__url__"), exn)
             yield _Skipped(key, str(exn))
             continue
+        clamped = config.offset_s is not None and not config.whole_clips and config.offset_s + config.duration_s > meta.get("duration_s", math.inf) + _CLAMP_TOLERANCE_S
         for waveform in windows:
-            yield _Decoded(key, waveform, label_of_genre[meta["genre"]], rate)
+            yield _Decoded(key, waveform, label_of_genre[meta["genre"]], rate, clamped)
 
 
 def _decode(data: bytes, key: str, clip_s: Seconds, config: StreamConfig, epoch: int) -> tuple[list[torch.Tensor], int]:
@@ -274,6 +278,7 @@ def _collate(items: list[_Decoded], skipped: int) -> Batch:
         keys=[item.key for item in items],
         sample_rate=items[0].sample_rate,
         skipped=skipped,
+        clamped=sum(item.clamped for item in items),
     )
 
 
@@ -308,6 +313,9 @@ def open_split(directory: str, split: str, genres: list[str] | None = None, inde
     """
     index = index or read_index(directory)
     labels = list(genres) if genres else list(index.labels)
+    repeated = sorted({genre for genre in labels if labels.count(genre) > 1})
+    if repeated:
+        raise InputError(f"--genres names {', '.join(repeated)} more than once; each genre is one class")
     unknown = [genre for genre in labels if genre not in index.labels]
     if unknown:
         raise InputError(f"--genres: {', '.join(unknown)} not in the packed labels; known: {', '.join(index.labels)}")
@@ -352,13 +360,23 @@ class SkipTally:
     """Totals the undecodable samples that batches report, passing on the non-empty batches."""
 
     total: int = 0
+    clamped: int = 0  # windows taken earlier than asked: the clip ends before offset + duration
 
     def passing(self, batches: Iterable[Batch]) -> Iterator[Batch]:
-        """Yield the batches that hold samples; count every batch's skips."""
+        """Yield the batches that hold samples; count every batch's skips and clamped windows."""
         for batch in batches:
             self.total += batch.skipped
+            self.clamped += batch.clamped
             if len(batch):
                 yield batch
+
+
+def warn_clamped(clamped: int, windows: int, config: StreamConfig) -> None:
+    """Say (once) that some clips end before the fixed window: they were heard earlier instead."""
+    log.warning(
+        "%d of %d clips end before --offset %gs + --duration %gs: their last full window was used instead",
+        clamped, windows, config.offset_s, config.duration_s,
+    )
 
 
 def iterate_epoch(loader: torch.utils.data.DataLoader, epoch: int) -> Iterator[Batch]:

@@ -23,7 +23,7 @@ import torch
 
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import InputError
-from streamgenre.evaluate import WindowPlan
+from streamgenre.windows import WindowPlan
 from streamgenre.predict import predict_files
 
 EXTRA_HINT = "pip install 'streamgenre[tag]'"

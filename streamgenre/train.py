@@ -61,6 +61,7 @@ from streamgenre.stream import (
     iterate_epoch,
     make_loader,
     open_split,
+    warn_clamped,
 )
 from streamgenre.windows import WindowPlan
 
@@ -185,8 +186,7 @@ def train(config: TrainConfig) -> TrainResult:
         torch.cuda.set_device(device)
     init_process_group(dist, device)
     try:
-        with run_lock(Path(config.out)) if dist.is_main else nullcontext():
-            return _train(config, dist, device)
+        return _train(config, dist, device)
     finally:
         destroy_process_group()
 
@@ -201,43 +201,43 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
     out = Path(config.out)
     if dist.is_main:
         _prepare_run_dir(out, config.resume)
-
-    torch.manual_seed(config.seed)
-    run = _start_run(config, train_source, dist, device, workers)
-    if config.resume:
-        _restore(run, out / LAST_NAME)
-    pin = device.type == "cuda"
-    train_loader = make_loader(train_source, config.stream, workers, pin)
-    val_loader = make_loader(val_source, _whole_clip_stream(config), workers, pin) if val_source else None
-    train_seconds, train_windows = 0.0, 0
-    for epoch in range(len(run.history), config.recipe.epochs):
-        epoch_started = time.perf_counter()
-        stats = _train_epoch(run, train_loader, train_source, epoch)
-        train_seconds += time.perf_counter() - epoch_started
-        train_windows += stats.count
-        _check_skips(stats.skipped, stats.count, config.max_skip_fraction, "train")
-        row = {"epoch": epoch + 1, **_rates(stats, "train"), "lr": learning_rate(config.recipe, run.step, run.total_steps)}
-        row["seconds"] = round(time.perf_counter() - epoch_started, 2)
-        if val_loader is not None:
-            row.update(_validate(run, val_loader))
-        score = row.get("val_accuracy", row["train_accuracy"])
-        improved = run.best is None or score > run.best
-        if improved:
-            run.best, run.best_epoch = score, epoch + 1
-        run.history.append(row)
-        if dist.is_main:
-            _save_epoch(run, out, improved)
-            log.info(_epoch_line(row, config.recipe.epochs))
-    test = _test_report(config, out, index, workers, device) if dist.is_main else None
-    return TrainResult(
-        out,
-        run.history,
-        run.best if val_loader is not None else None,
-        run.best_epoch,
-        test,
-        time.perf_counter() - started,
-        train_windows / max(train_seconds, 1e-9),
-    )
+    with run_lock(out) if dist.is_main else nullcontext():  # one run per folder
+        torch.manual_seed(config.seed)
+        run = _start_run(config, train_source, dist, device, workers)
+        if config.resume:
+            _restore(run, out / LAST_NAME)
+        pin = device.type == "cuda"
+        train_loader = make_loader(train_source, config.stream, workers, pin)
+        val_loader = make_loader(val_source, _whole_clip_stream(config), workers, pin) if val_source else None
+        train_seconds, train_windows = 0.0, 0
+        for epoch in range(len(run.history), config.recipe.epochs):
+            epoch_started = time.perf_counter()
+            stats = _train_epoch(run, train_loader, train_source, epoch)
+            train_seconds += time.perf_counter() - epoch_started
+            train_windows += stats.count
+            _check_skips(stats.skipped, stats.count, config.max_skip_fraction, "train")
+            row = {"epoch": epoch + 1, **_rates(stats, "train"), "lr": learning_rate(config.recipe, run.step, run.total_steps)}
+            row["seconds"] = round(time.perf_counter() - epoch_started, 2)
+            if val_loader is not None:
+                row.update(_validate(run, val_loader))
+            score = row.get("val_accuracy", row["train_accuracy"])
+            improved = run.best is None or score > run.best
+            if improved:
+                run.best, run.best_epoch = score, epoch + 1
+            run.history.append(row)
+            if dist.is_main:
+                _save_epoch(run, out, improved)
+                log.info(_epoch_line(row, config.recipe.epochs))
+        test = _test_report(config, out, index, workers, device) if dist.is_main else None
+        return TrainResult(
+            out,
+            run.history,
+            run.best if val_loader is not None else None,
+            run.best_epoch,
+            test,
+            time.perf_counter() - started,
+            train_windows / max(train_seconds, 1e-9),
+        )
 
 
 def _start_run(config: TrainConfig, source: SplitSource, dist: DistInfo, device: torch.device, workers: int) -> _Run:
@@ -333,6 +333,8 @@ def _train_epoch(run: _Run, loader: torch.utils.data.DataLoader, source: SplitSo
         bar.set_postfix(loss=f"{stats.loss_sum / stats.count:.3f}", acc=f"{stats.correct / stats.count:.3f}")
     bar.close()
     stats.skipped = tally.total
+    if tally.clamped and epoch == 0:
+        warn_clamped(tally.clamped, stats.count, config.stream)
     return stats.reduced(device)
 
 

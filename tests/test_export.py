@@ -15,14 +15,13 @@ from typer.testing import CliRunner
 
 import streamgenre.export as export_module
 from streamgenre.audio import decode_full
-from streamgenre.checkpoint import LoadedModel, load_for_inference
+from streamgenre.checkpoint import InferenceSpec, LoadedModel, load_for_inference
 from streamgenre.cli import app
 from streamgenre.evaluate import WindowPlan
 from streamgenre.export import TOLERANCE, load_exported
-from streamgenre.stream import StreamConfig
 from streamgenre.synth import encode_mp3, make_clip
-from streamgenre.train import TrainConfig, train
-from tests.conftest import write_packed_dir
+from streamgenre.train import train
+from tests.conftest import tiny_train_config, write_packed_dir
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 GENRES = ["ambient", "rock"]
@@ -32,8 +31,7 @@ GENRES = ["ambient", "rock"]
 def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export")
     write_packed_dir(root / "packed", GENRES, {"train": 2}, per_shard=4, clip_s=3.0)
-    stream = StreamConfig(offset_s=0.5, duration_s=2.0, batch_size=4)
-    train(TrainConfig(shards=str(root / "packed"), out=root / "run", stream=stream, epochs=2, workers=0, progress=False))
+    train(tiny_train_config(root / "packed", root / "run", epochs=2))
     return root / "run"
 
 
@@ -102,7 +100,7 @@ def test_exported_file_matches_pytorch_on_real_clips(run, shared_data, tmp_path)
 
 def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # nothing can pass
-    loaded = LoadedModel(_OtherArchitecture().eval(), ["a", "b", "c"], StreamConfig(duration_s=1.0), tmp_path / "x.pt", None)
+    loaded = LoadedModel(_OtherArchitecture().eval(), InferenceSpec(["a", "b", "c"], 1.0, 22050, "device", 15.0), tmp_path / "x.pt", None)
     with pytest.raises(export_module.ExportCheckError, match="not written"):
         export_module.export_run(loaded, tmp_path / "out" / "model.pt", "torchscript")
     assert list((tmp_path / "out").iterdir()) == []
@@ -153,7 +151,7 @@ def test_any_model_with_the_inference_contract_exports(fmt, tmp_path):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    loaded = LoadedModel(_OtherArchitecture().eval(), ["a", "b", "c"], StreamConfig(duration_s=1.0), tmp_path / "x.pt", None)
+    loaded = LoadedModel(_OtherArchitecture().eval(), InferenceSpec(["a", "b", "c"], 1.0, 22050, "device", 15.0), tmp_path / "x.pt", None)
     result = export_module.export_run(loaded, tmp_path / "other", fmt)
     assert result.check.max_abs_diff <= TOLERANCE and result.metadata["window_samples"] == "22050"
     waveforms = torch.randn(5, 12345)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamgenre.errors import ShardFormatError
+from streamgenre.errors import InputError, ShardFormatError
 from streamgenre.shards import shard_name
-from streamgenre.stream import StreamConfig, batch_windows, decode_windows, iterate_epoch, make_loader, open_split
+from streamgenre.stream import SkipTally, StreamConfig, batch_windows, decode_windows, iterate_epoch, make_loader, open_split
 from tests.conftest import write_packed_dir
 
 GENRES = ["ambient", "rock"]
@@ -182,3 +182,13 @@ def test_pipe_location_with_name_placeholder_reads_like_a_folder(packed):
     location = f"pipe:cat {root}/{{name}}"
     loader = make_loader(open_split(location, "train"), StreamConfig(offset_s=0.0, duration_s=0.5), workers=0)
     assert sorted(_epoch_keys(loader)) == sorted(genre_of)
+
+
+def test_a_fixed_window_past_the_clip_end_is_counted_and_a_repeated_genre_refused(packed):
+    root, genre_of = packed  # 4-s clips
+    loader = make_loader(open_split(str(root), "train"), StreamConfig(offset_s=3.5, duration_s=1.0, batch_size=4), workers=0)
+    tally = SkipTally()
+    windows = sum(len(batch) for batch in tally.passing(iterate_epoch(loader, 0)))
+    assert windows == tally.clamped == len(genre_of)
+    with pytest.raises(InputError, match="rock more than once"):
+        open_split(str(root), "train", genres=["rock", "rock", "ambient"])

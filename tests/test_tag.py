@@ -17,10 +17,9 @@ from typer.testing import CliRunner
 
 import streamgenre.tag as tag_module
 from streamgenre.cli import app
-from streamgenre.stream import StreamConfig
 from streamgenre.synth import encode_mp3, make_clip
-from streamgenre.train import TrainConfig, train
-from tests.conftest import write_broken_files, write_packed_dir
+from streamgenre.train import train
+from tests.conftest import tiny_train_config, write_broken_files, write_packed_dir
 
 mutagen = pytest.importorskip("mutagen")
 
@@ -39,8 +38,7 @@ SUFFIXES = [".mp3", *ENCODINGS]
 def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tag")
     write_packed_dir(root / "packed", GENRES, {"train": 2}, per_shard=4, clip_s=3.0)
-    stream = StreamConfig(offset_s=0.5, duration_s=2.0, batch_size=4)
-    train(TrainConfig(shards=str(root / "packed"), out=root / "run", stream=stream, epochs=1, workers=0, progress=False))
+    train(tiny_train_config(root / "packed", root / "run", epochs=1))
     return root / "run"
 
 
