@@ -1,6 +1,6 @@
 """The on-device frontend: waveform batches in, the paper's 3x288x432 mel "images" out.
 
-Owns the mel spectrogram (nnAudio), the dB scale, per-example normalisation and the resize that
+Owns the mel spectrogram (torch.stft + nnAudio's mel filters), the dB scale, per-example normalisation and the resize that
 stands in for the paper's PNG. Works on tensors already on the device; knows nothing about
 files, decoding or labels.
 """
@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import julius
 import torch
 import torch.nn.functional as F
-from nnAudio.features import MelSpectrogram
+from nnAudio.utils import get_mel
 from torch import nn
 
 from streamgenre.errors import InputError
@@ -160,15 +160,18 @@ def to_image(specgram: torch.Tensor, height: int, width: int, channels: int) -> 
 class MelFrontend(nn.Module):
     """Waveforms to normalised mel images on whatever device the module sits on.
 
-    Resample (julius, only if the input rate differs), nnAudio mel power spectrogram,
-    `power_to_db`, `normalize_per_example`, `to_image`. The STFT and mel filters are fixed
-    buffers built once, so `.to(device)` moves them; they are not saved in the `state_dict`
-    (they follow from the config, which checkpoints carry, and would add ~17 MB each).
-    The mel runs in float32 even under autocast: float16 power spectra overflow.
+    Resample (julius, only if the input rate differs), mel power spectrogram, `power_to_db`,
+    `normalize_per_example`, `to_image`. The window and mel filters are fixed buffers built
+    once, so `.to(device)` moves them; they are not saved in the `state_dict` (they follow from
+    the config, which checkpoints carry). The mel runs in float32 even under autocast: float16
+    power spectra overflow.
 
-    nnAudio is set up like librosa: centred frames with reflect padding (librosa's default
-    before 0.10, which the paper used; 0.10 switched to zero padding), periodic Hann window,
-    Slaney mel scale and area-normalised filters.
+    Set up like librosa: centred frames with reflect padding (librosa's default before 0.10,
+    which the paper used; 0.10 switched to zero padding), periodic Hann window, Slaney mel scale
+    and area-normalised filters (nnAudio's `get_mel`, librosa's formula). The STFT is
+    `torch.stft` (an FFT): nnAudio's `MelSpectrogram` computes the same power with a 2048-tap
+    convolution, which measured 5.4x slower on the CPU (the same values within 2e-6 relative)
+    and kept 16 MB of kernels on the device.
 
     Example:
         >>> MelFrontend(FrontendConfig())(torch.zeros(2, 66150)).shape
@@ -181,26 +184,23 @@ class MelFrontend(nn.Module):
         self.input_sample_rate = config.input_sample_rate or config.sample_rate
         # julius's ResampleFrac is the identity (and holds no kernel) when the rates are equal.
         self.resample = julius.ResampleFrac(self.input_sample_rate, config.sample_rate)
-        self.melspec = MelSpectrogram(
-            sr=config.sample_rate,  # nnAudio says "sr" for torchaudio's sample_rate
-            n_fft=config.n_fft,
-            hop_length=config.hop_length,
-            n_mels=config.n_mels,
-            fmin=config.f_min,
-            fmax=config.f_max,
-            center=True,
-            pad_mode="reflect",
-            htk=False,
-            norm=1,
-            power=2.0,
-            trainable_mel=False,
-            trainable_STFT=False,
-            verbose=False,
-        )
+        mel_basis = get_mel(config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max, htk=False, norm=1)
+        self.register_buffer("mel_basis", torch.as_tensor(mel_basis, dtype=torch.float32), persistent=False)  # (n_mels, n_fft // 2 + 1)
+        self.register_buffer("window", torch.hann_window(config.n_fft, periodic=True), persistent=False)
         for module in self.modules():  # keep the fixed filters out of checkpoints (see above)
             for name, buffer in list(module.named_buffers(recurse=False)):
                 module.register_buffer(name, buffer, persistent=False)
         self._other_resamplers: dict[tuple[int, str], nn.Module] = {}  # built on first use, not saved
+
+    def mel_power(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(batch, time)`` at `config.sample_rate` -> mel power ``(batch, n_mels, frames)``."""
+        config = self.config
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        spec = torch.stft(
+            waveform, config.n_fft, config.hop_length, window=self.window, center=True, pad_mode="reflect", return_complex=not exporting
+        )  # (batch, freq, frames), complex; (..., 2) real pairs when exporting (exporters take no complex tensors)
+        power = spec.pow(2).sum(-1) if exporting else spec.real.square() + spec.imag.square()
+        return torch.matmul(self.mel_basis, power)
 
     def spectrogram(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """Mel power spectrogram at `config.sample_rate`, resampling first if needed.
@@ -230,7 +230,7 @@ class MelFrontend(nn.Module):
                     f"a waveform of {waveform.shape[-1]} samples at {self.config.sample_rate} Hz is too short for "
                     f"n_fft={self.config.n_fft}; give at least {self.config.n_fft // 2 + 1} samples"
                 )
-            return self.melspec(waveform)  # (batch, n_mels, frames)
+            return self.mel_power(waveform)  # (batch, n_mels, frames)
 
     def _resampler(self, rate: int, device: torch.device) -> nn.Module:
         """julius's resampler from `rate`, its kernel built once per input rate and device."""

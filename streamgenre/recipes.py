@@ -100,7 +100,7 @@ def learning_rate(recipe: Recipe, step: int, total_steps: int) -> float:
 PAPER = Recipe("paper", epochs=PAPER_EPOCHS, batch_size=PAPER_BATCH_SIZE, lr=PAPER_LR)
 MODERN = Recipe(
     "modern",
-    epochs=8,
+    epochs=15,
     batch_size=32,
     lr=2e-3,
     optimizer="adamw",
