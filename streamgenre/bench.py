@@ -50,7 +50,7 @@ from streamgenre.stream import (
     make_loader,
     read_shards,
 )
-from streamgenre.train import PAPER_LR
+from streamgenre.paper import PAPER_LR
 from streamgenre.units import Seconds
 
 ItemT = TypeVar("ItemT")
