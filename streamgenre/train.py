@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from streamgenre.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, make_bundle, save_checkpoint
 from streamgenre.dist import DistInfo, all_ranks_agree, all_reduce_sum, check_device_name, destroy_process_group, dist_info_from_env, init_process_group, resolve_device
@@ -29,6 +28,7 @@ from streamgenre.evaluate import predict_batches, summarise, write_report
 from streamgenre.model import GenreClassifier, ModelConfig
 from streamgenre.frontend import FrontendConfig
 from streamgenre.plots import plot_curves
+from streamgenre.progress import progress_bar
 from streamgenre.shards import atomic_write, read_index
 from streamgenre.stream import Batch, SkipTally, SplitSource, StreamConfig, default_workers, expected_batches, iterate_epoch, make_loader, open_split
 
@@ -222,7 +222,7 @@ def _train_epoch(model, loader, source, config, optimizer, scaler, device, epoch
     model.train()
     stats = _EpochStats()
     total = expected_batches(source, config.stream, loader.num_workers or 1)
-    bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not (config.progress and dist.is_main), leave=False)
+    bar = progress_bar(total=total, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", enabled=config.progress and dist.is_main)
     tally = SkipTally()
     for batch in _lockstep(tally.passing(iterate_epoch(loader, epoch)), device):
         waveforms = batch.waveforms.to(device, non_blocking=True)  # (batch, time)
