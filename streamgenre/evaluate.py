@@ -7,6 +7,7 @@ can also hear whole clips: decoded once, cut into windows in memory, probabiliti
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -16,9 +17,13 @@ import torch
 
 from streamgenre.dist import resolve_device
 from streamgenre.errors import InputError
+from streamgenre.paper import DEFAULT_OFFSET_S
 from streamgenre.plots import plot_confusion
+from streamgenre.progress import progress_bar
 from streamgenre.shards import atomic_write
 from streamgenre.stream import Batch, SkipTally
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,7 +65,7 @@ def summarise(predictions: Predictions, label_names: list[str]) -> dict:
     y_true, y_pred = predictions.labels, predictions.predicted
     report = classification_report(y_true, y_pred, labels=classes, target_names=label_names, output_dict=True, zero_division=0)
     return {
-        "samples": int(len(y_true)),
+        "samples": len(y_true),
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
         "macro_f1": float(report["macro avg"]["f1-score"]),
         "per_class": {name: report[name] for name in label_names},
@@ -172,11 +177,12 @@ class EvaluateConfig:
     out: Path | None = None
     device: str = "auto"
     workers: int | None = None
+    progress: bool = True
 
 
 @dataclass
 class EvaluateResult:
-    """The summary written to eval-<split>.json, and where it went."""
+    """The summary written to eval-<split>-<mode>.json, and where it went."""
 
     summary: dict
     json_path: Path
@@ -184,7 +190,11 @@ class EvaluateResult:
 
 
 def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
-    """Score a checkpoint on a split and write eval-<split>.json and confusion_matrix-<split>.png."""
+    """Score a checkpoint on a split and write eval-<split>-<mode>.json and confusion_matrix-<split>-<mode>.png.
+
+    The mode (``at15s``, ``w10-mean``, ``hop3s-majority``) is in the names, so runs with other
+    windows or votes sit beside each other instead of overwriting each other.
+    """
     from streamgenre.checkpoint import load_for_inference
     from streamgenre.stream import iterate_epoch, make_loader, open_split
 
@@ -198,19 +208,39 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     if config.windows is not None or config.hop_s is not None:
         plan = WindowPlan(loaded.stream.duration_s, config.windows, config.hop_s, config.vote)
     offset = loaded.stream.offset_s if config.offset_s is None else config.offset_s
-    stream = replace(loaded.stream, offset_s=offset if offset is not None else 15.0, shuffle_buffer=0, shuffle_shards=False, whole_clips=plan is not None)
+    stream = replace(loaded.stream, offset_s=offset if offset is not None else DEFAULT_OFFSET_S, shuffle_buffer=0, shuffle_shards=False, whole_clips=plan is not None)
+    mode, description = _mode(plan, stream.offset_s, stream.duration_s)
+    log.info(f"evaluating {loaded.path} on the {config.split} split ({source.sample_count} clips): {description}")
     loader = make_loader(source, stream, config.workers, device.type == "cuda", split_nodes=False)
     tally = SkipTally()
-    batches = tally.passing(iterate_epoch(loader, 0))
-    if plan is None:
-        predictions = predict_batches(loaded.model, batches, device, len(source.labels))
-    else:
-        predictions = predict_clips(loaded.model, batches, plan, device, len(source.labels))
+    with progress_bar(total=source.sample_count, desc=f"evaluating {config.split}", unit="clip", enabled=config.progress) as bar:
+        batches = _counted(tally.passing(iterate_epoch(loader, 0)), bar)
+        if plan is None:
+            predictions = predict_batches(loaded.model, batches, device, len(source.labels))
+        else:
+            predictions = predict_clips(loaded.model, batches, plan, device, len(source.labels))
     summary = summarise(predictions, source.labels)
     summary["skipped"] = tally.total
-    summary["options"] = {"run": str(loaded.path), "shards": shards, "split": config.split, "offset_s": stream.offset_s, "windows": asdict(plan) if plan else "training window"}
+    summary["options"] = {"run": str(loaded.path), "shards": shards, "split": config.split, "offset_s": stream.offset_s, "windows": asdict(plan) if plan else "training window", "mode": mode}
     out = config.out or (loaded.path.parent if loaded.path.is_file() else Path(config.run))
     out.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out / f"eval-{config.split}.json", out / f"confusion_matrix-{config.split}.png"
-    write_report(summary, json_path, png_path, f"{config.split} split")
+    json_path, png_path = out / f"eval-{config.split}-{mode}.json", out / f"confusion_matrix-{config.split}-{mode}.png"
+    write_report(summary, json_path, png_path, f"{config.split} split, {description}")
     return EvaluateResult(summary, json_path, png_path)
+
+
+def _mode(plan: WindowPlan | None, offset_s: float, duration_s: float) -> tuple[str, str]:
+    """A file-name tag and a phrase for how clips are heard, e.g. ``("w10-mean", "10 windows per clip, mean vote")``."""
+    if plan is None:
+        return f"at{offset_s:g}s", f"one {duration_s:g}-s window at {offset_s:g} s (the training window)"
+    vote = "mean probability" if plan.vote == "mean" else "majority vote"
+    if plan.windows is not None:
+        return f"w{plan.windows}-{plan.vote}", f"{plan.windows} windows of {duration_s:g} s per clip, {vote}"
+    return f"hop{plan.hop_s:g}s-{plan.vote}", f"a {duration_s:g}-s window every {plan.hop_s:g} s, {vote}"
+
+
+def _counted(batches: Iterable[Batch], bar) -> Iterable[Batch]:
+    """Pass `batches` through, advancing `bar` by the clips in each."""
+    for batch in batches:
+        yield batch
+        bar.update(len(batch))
