@@ -2,6 +2,9 @@
 
 The only broad catch in the package lives here: a `StreamgenreError` becomes one line on stderr
 and exit code 2; Ctrl-C exits 130. Heavy imports happen inside commands so `--help` is instant.
+Defaults that are not plain values (``one per CPU core``) are given to typer as `show_default`
+text: written as ``[default: ...]`` inside a help string, Rich would take them for markup and
+drop them.
 """
 
 from __future__ import annotations
@@ -9,22 +12,77 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
+from streamgenre import __version__
 from streamgenre.errors import StreamgenreError
+from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LR, PAPER_WINDOW_S
+
+
+class _QuietTypes:
+    """Help without typer's type noise: no ``<bool>`` beside a flag, NAME rather than {name} in usage."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # a flag takes no value, so it has no type to show
+            elif isinstance(param, TyperArgument) and param.nargs != 1:
+                param.__class__ = _ManyArgument
+        return params
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.name.upper() + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        if isinstance(self, TyperGroup):
+            pieces.append(self.subcommand_metavar)
+        return pieces
+
+
+class _ManyArgument(TyperArgument):
+    """An argument taking several values: its type reads ``<str>``, not ``<list[str]>`` (the name says ``...``)."""
+
+    def display_type_rich(self, ctx):
+        shown = super().display_type_rich(ctx)
+        return shown.replace("<list[", "<").replace("]>", ">") if shown else shown
+
+
+class _Command(_QuietTypes, TyperCommand):
+    pass
+
+
+class _Group(_QuietTypes, TyperGroup):
+    pass
+
 
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     help="Train and run music-genre classifiers on MP3s streamed from WebDataset shards.",
 )
+command = functools.partial(app.command, cls=_Command)
+
+ONE_PER_CORE = "one per CPU core"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"streamgenre {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     """Train and run music-genre classifiers on MP3s streamed from WebDataset shards."""
 
 
@@ -51,27 +109,28 @@ def _fail(message: str) -> None:
 
 
 # -- pack ------------------------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def pack(
-    source: Path = typer.Argument(..., help="An FMA tree or fma_*.zip (with --metadata), a folder per genre, or a CSV manifest (path,genre[,split][,artist])."),
-    out: Path = typer.Option(Path("shards"), "--out", help="Output folder for the shards, index.json and rejected.csv."),
-    metadata: Optional[Path] = typer.Option(None, help="FMA's tracks.csv: labels from track.genre_top, splits from set.split."),
-    subset: Optional[str] = typer.Option(None, help="FMA subset to keep: small, medium or large."),
-    genres: Optional[str] = typer.Option(None, help="Comma-separated genres to keep, in label-index order [default: all, sorted]."),
-    val: float = typer.Option(0.1, help="Validation fraction per genre, where the source gives no split."),
-    test: float = typer.Option(0.1, help="Test fraction per genre, where the source gives no split."),
-    seed: int = typer.Option(0, help="Seed for splits, --max-per-genre sampling and the order within shards."),
-    max_per_genre: Optional[int] = typer.Option(None, help="Keep at most this many files per genre (a seeded sample)."),
-    shard_size: str = typer.Option("256MB", help="Maximum shard size, e.g. 256MB or 1GiB."),
-    max_count: Optional[int] = typer.Option(None, help="Maximum samples per shard."),
-    workers: Optional[int] = typer.Option(None, help="Processes that probe and write [default: one per CPU core]."),
-    overwrite: bool = typer.Option(False, help="Replace a non-empty --out, once the new pack is complete."),
-    min_duration: str = typer.Option("1s", help="Reject files with less decodable audio than this as too short."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    source: Annotated[Path, typer.Argument(help="An FMA tree or fma_*.zip (with --metadata), a folder per genre, or a CSV manifest (path,genre[,split][,artist]).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for the shards, index.json and rejected.csv.")] = Path("shards"),
+    metadata: Annotated[Path | None, typer.Option(help="FMA's tracks.csv: labels from track.genre_top, splits from set.split.")] = None,
+    subset: Annotated[str | None, typer.Option(help="FMA subset to keep: small, medium or large.")] = None,
+    genres: Annotated[str | None, typer.Option(help="Comma-separated genres to keep, in label-index order.", show_default="all, sorted")] = None,
+    val: Annotated[float, typer.Option(help="Validation fraction per genre, where the source gives no split.")] = 0.1,
+    test: Annotated[float, typer.Option(help="Test fraction per genre, where the source gives no split.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed for splits, --max-per-genre sampling and the order within shards.")] = 0,
+    max_per_genre: Annotated[int | None, typer.Option(help="Keep at most this many files per genre (a seeded sample).")] = None,
+    shard_size: Annotated[str, typer.Option(help="Maximum shard size, e.g. 256MB or 1GiB.")] = "256MB",
+    max_count: Annotated[int | None, typer.Option(help="Maximum samples per shard.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes that probe and write.", show_default=ONE_PER_CORE)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out, once the new pack is complete.")] = False,
+    min_duration: Annotated[str, typer.Option(help="Reject files with less decodable audio than this as too short.")] = "1s",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Decode every file, then pack the good ones into train/val/test WebDataset shards."""
-    from streamgenre.pack import PackConfig, pack as run_pack
+    from streamgenre.pack import PackConfig
+    from streamgenre.pack import pack as run_pack
     from streamgenre.units import parse_duration, parse_size
 
     config = PackConfig(
@@ -94,9 +153,9 @@ def pack(
     _print_pack(run_pack(config, progress=not quiet))
 
 
-@app.command()
+@command()
 @friendly_errors
-def info(directory: str = typer.Argument(..., help="Packed directory (or URL prefix) holding index.json.")) -> None:
+def info(directory: Annotated[str, typer.Argument(help="Packed directory (or URL prefix) holding index.json.")]) -> None:
     """Show a packed directory: clips per genre and split, its shards and the options used."""
     from streamgenre.shards import read_index
 
@@ -136,30 +195,31 @@ def _index_table(index) -> str:
 
 
 # -- train -----------------------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def train(
-    shards: str = typer.Argument(..., help="Packed directory (or URL prefix) holding index.json and the shards."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/run-<time>]."),
-    offset: str = typer.Option("15s", help="Window start: 15s, 0:15, 0s (the paper), or 'random' per sample per epoch."),
-    duration: str = typer.Option("3s", help="Window length (the paper's 3 s)."),
-    genres: Optional[str] = typer.Option(None, help="Comma-separated subset of the packed genres, e.g. Rock,Hip-Hop,Folk."),
-    epochs: int = typer.Option(20, help="Epochs (the paper's 20)."),
-    batch_size: int = typer.Option(25, help="Batch size (the paper's 25)."),
-    lr: float = typer.Option(5e-4, help="Adam learning rate (the paper's 5e-4)."),
-    workers: Optional[int] = typer.Option(None, help="Loader worker processes [default: one per CPU core]."),
-    seed: int = typer.Option(0, help="Seed for weights, shard order and random windows."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision [default: on with CUDA]."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last.pt."),
-    shuffle_buffer: int = typer.Option(64, help="Samples held for shuffling in each loader worker."),
-    max_skip_fraction: float = typer.Option(0.01, help="Stop when more than this fraction of samples fails to decode."),
-    resample: str = typer.Option("device", help="Resample on the 'device' inside the model, or on the 'cpu' in the loader."),
-    sync_bn: bool = typer.Option(False, help="Under torchrun: synchronise batch-norm statistics across processes."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    shards: Annotated[str, typer.Argument(help="Packed directory (or URL prefix) holding index.json and the shards.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.", show_default="runs/run-<time>")] = None,
+    offset: Annotated[str, typer.Option(help="Window start: 15s, 0:15, 0s (the paper), or 'random' per sample per epoch.")] = f"{DEFAULT_OFFSET_S:g}s",
+    duration: Annotated[str, typer.Option(help="Window length (the paper's 3 s).")] = f"{PAPER_WINDOW_S:g}s",
+    genres: Annotated[str | None, typer.Option(help="Comma-separated subset of the packed genres, e.g. Rock,Hip-Hop,Folk.")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs (the paper's 20).")] = PAPER_EPOCHS,
+    batch_size: Annotated[int, typer.Option(help="Batch size (the paper's 25).")] = PAPER_BATCH_SIZE,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (the paper's 5e-4).")] = PAPER_LR,
+    workers: Annotated[int | None, typer.Option(help="Loader worker processes.", show_default=ONE_PER_CORE)] = None,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shard order and random windows.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision.", show_default="on with CUDA")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
+    shuffle_buffer: Annotated[int, typer.Option(help="Samples held for shuffling in each loader worker.")] = 64,
+    max_skip_fraction: Annotated[float, typer.Option(help="Stop when more than this fraction of samples fails to decode.")] = 0.01,
+    resample: Annotated[str, typer.Option(help="Resample on the 'device' inside the model, or on the 'cpu' in the loader.")] = "device",
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: synchronise batch-norm statistics across processes.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Train the paper's CNN on streamed shards (under torchrun: on every process)."""
-    from streamgenre.train import TrainConfig, train as run_training
+    from streamgenre.train import TrainConfig
+    from streamgenre.train import train as run_training
 
     config = TrainConfig(
         shards=shards,
@@ -204,7 +264,7 @@ def _default_run_dir() -> Path:
     return Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
 
 
-def _split_list(text: Optional[str]) -> Optional[tuple[str, ...]]:
+def _split_list(text: str | None) -> tuple[str, ...] | None:
     if not text:
         return None
     return tuple(item.strip() for item in text.split(",") if item.strip())
@@ -214,7 +274,7 @@ def _is_main_process() -> bool:
     """Rank 0 under torchrun (and any plain process) prints; the other ranks stay quiet."""
     import os
 
-    return int(os.environ.get("RANK", 0)) == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _setup_logging() -> None:
@@ -224,30 +284,42 @@ def _setup_logging() -> None:
 
 
 def _print_training(result) -> None:
+    """What was measured, said plainly: training-pass throughput apart from the wall time of the whole run."""
+    from streamgenre.plots import best_epoch
+
     if not result.history:
         return
-    last = result.history[-1]
-    typer.echo(f"trained {len(result.history)} epochs in {result.elapsed_s:.0f} s ({result.train_clips_per_s:.1f} clips/s)")
+    history, best, last = result.history, best_epoch(result.history), result.history[-1]
+    train_s = sum(row["seconds"] for row in history)
+    train_clips = sum(row["train_samples"] for row in history)
+    typer.echo(
+        f"trained {len(history)} epochs: the training passes took {train_s:.0f} s ({train_clips} clips, {train_clips / max(train_s, 1e-9):.1f} clips/s); "
+        f"the run took {result.elapsed_s:.0f} s wall with validation, checkpoints and the test report"
+    )
+    score = "val" if "val_accuracy" in best else "train"
+    typer.echo(f"best epoch {best['epoch']} ({score} accuracy {best[f'{score}_accuracy']:.3f}) is best.pt")
     typer.echo(f"last epoch: train accuracy {last['train_accuracy']:.3f}" + (f", val accuracy {last['val_accuracy']:.3f}" if "val_accuracy" in last else ""))
     if result.test is not None:
         typer.echo(f"test accuracy {result.test['accuracy']:.3f}, macro-F1 {result.test['macro_f1']:.3f} (best checkpoint)")
-    typer.echo(f"outputs in {result.run_dir}: best.pt, last.pt, history.csv, loss.png, accuracy.png" + (", confusion_matrix.png, report.txt" if result.test else ""))
+    outputs = "best.pt, last.pt, history.json, history.csv, loss.png, accuracy.png" + (", confusion_matrix.png, report.json, report.txt" if result.test else "")
+    typer.echo(f"outputs in {result.run_dir}: {outputs}")
 
 
 # -- evaluate / predict ----------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def evaluate(
-    run: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
-    shards: Optional[str] = typer.Option(None, help="Packed directory [default: the one the run was trained on]."),
-    split: str = typer.Option("test", help="Split to score: train, val or test."),
-    windows: Optional[int] = typer.Option(None, help="Hear N evenly spaced windows per clip [default: the training window only]."),
-    hop: Optional[str] = typer.Option(None, help="Or hear a window every HOP (e.g. 3s) across the whole clip."),
-    offset: Optional[str] = typer.Option(None, help="Single-window mode: where the window starts [default: the checkpoint's]."),
-    vote: str = typer.Option("mean", help="Combine windows by mean probability or by majority vote."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for eval-<split>.json and the confusion matrix [default: the run]."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    workers: Optional[int] = typer.Option(None, help="Loader worker processes [default: one per CPU core]."),
+    run: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or a checkpoint file.")],
+    shards: Annotated[str | None, typer.Option(help="Packed directory.", show_default="the one the run was trained on")] = None,
+    split: Annotated[str, typer.Option(help="Split to score: train, val or test.")] = "test",
+    windows: Annotated[int | None, typer.Option(help="Hear N evenly spaced windows per clip.", show_default="the training window only")] = None,
+    hop: Annotated[str | None, typer.Option(help="Or hear a window every HOP (e.g. 3s) across the whole clip.")] = None,
+    offset: Annotated[str | None, typer.Option(help="Single-window mode: where the window starts.", show_default="the checkpoint's")] = None,
+    vote: Annotated[str, typer.Option(help="Combine windows by mean probability or by majority vote.")] = "mean",
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for eval-<split>-<mode>.json and the confusion matrix.", show_default="the run")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[int | None, typer.Option(help="Loader worker processes.", show_default=ONE_PER_CORE)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar (there is none when stderr is not a terminal).")] = False,
 ) -> None:
     """Score a checkpoint on a split, with the training window or whole clips (several windows)."""
     from streamgenre.evaluate import EvaluateConfig, evaluate_run, format_report
@@ -266,6 +338,7 @@ def evaluate(
         out=out,
         device=device,
         workers=workers,
+        progress=not quiet,
     )
     _setup_logging()
     result = evaluate_run(config)
@@ -275,17 +348,17 @@ def evaluate(
     typer.echo(f"wrote {result.json_path} and {result.png_path}")
 
 
-@app.command()
+@command()
 @friendly_errors
 def predict(
-    checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
-    inputs: list[str] = typer.Argument(..., help="Audio files (mp3, wav, flac, ogg, m4a, ...), folders, or - for paths on stdin."),
-    top: int = typer.Option(3, help="How many genres to show per file."),
-    json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of tables."),
-    windows: Optional[int] = typer.Option(None, help="Hear N evenly spaced windows per file [default: the whole file, window after window]."),
-    hop: Optional[str] = typer.Option(None, help="Step between windows [default: the window length, i.e. the whole file]."),
-    vote: str = typer.Option("mean", help="Combine windows by mean probability or by majority vote."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or a checkpoint file.")],
+    inputs: Annotated[list[str], typer.Argument(help="Audio files (mp3, wav, flac, ogg, m4a, ...), folders, or - for paths on stdin.")],
+    top: Annotated[int, typer.Option(help="How many genres to show per file.")] = 3,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of tables.")] = False,
+    windows: Annotated[int | None, typer.Option(help="Hear N evenly spaced windows per file.", show_default="the whole file, window after window")] = None,
+    hop: Annotated[str | None, typer.Option(help="Step between windows.", show_default="the window length, i.e. the whole file")] = None,
+    vote: Annotated[str, typer.Option(help="Combine windows by mean probability or by majority vote.")] = "mean",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Print the most likely genres of each file; exits 1 if any file could not be decoded."""
     import json
@@ -315,7 +388,7 @@ def predict(
         raise typer.Exit(1)
 
 
-def _window_plan_for(duration_s: float, windows: Optional[int], hop: Optional[str], vote: str):
+def _window_plan_for(duration_s: float, windows: int | None, hop: str | None, vote: str):
     from streamgenre.evaluate import WindowPlan
     from streamgenre.units import parse_duration
 
@@ -325,16 +398,16 @@ def _window_plan_for(duration_s: float, windows: Optional[int], hop: Optional[st
 
 
 # -- bench -----------------------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def bench(
-    shards: Optional[str] = typer.Argument(None, help="Packed directory to measure; by default the demo corpus, demo/shards, made by `streamgenre demo`."),
-    clips: int = typer.Option(128, help="Clips to measure on (rounded up to whole shards)."),
-    workers: str = typer.Option("1,2", help="Comma-separated loader worker counts to compare."),
-    device: str = typer.Option("auto", help="Where the frontend and the model run: auto, cpu or cuda."),
-    out: Path = typer.Option(Path("bench"), "--out", help="Folder for bench.json, bench.md and bench.png."),
-    quick: bool = typer.Option(False, help="A smoke run under a minute: a few clips, the first worker count."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    shards: Annotated[str | None, typer.Argument(help="Packed directory to measure; by default the demo corpus, demo/shards, made by `streamgenre demo`.")] = None,
+    clips: Annotated[int, typer.Option(help="Clips to measure on (rounded up to whole shards).")] = 128,
+    workers: Annotated[str, typer.Option(help="Comma-separated loader worker counts to compare.")] = "1,2",
+    device: Annotated[str, typer.Option(help="Where the frontend and the model run: auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.md and bench.png.")] = Path("bench"),
+    quick: Annotated[bool, typer.Option("--quick", help="A smoke run under a minute: a few clips, the first worker count.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Time every stage (decode, loader, frontend, training) and the paper's WAV/PNG pipeline on the same clips."""
     from streamgenre.bench import DEMO_SHARDS, BenchConfig, run_bench
@@ -358,16 +431,16 @@ def _parse_counts(option: str, text: str) -> tuple[int, ...]:
 
 
 # -- demo ------------------------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def demo(
-    out: Path = typer.Option(Path("demo"), "--out", help="Folder for the corpus, the shards and the run."),
-    clips_per_genre: int = typer.Option(100, help="Synthetic clips per genre (five genres)."),
-    clip_length: str = typer.Option("30s", help="Length of each synthetic clip (FMA clips are 30 s)."),
-    epochs: int = typer.Option(12, help="Training epochs."),
-    seed: int = typer.Option(0, help="Seed for the corpus, the split and training."),
-    workers: Optional[int] = typer.Option(None, help="Processes for synthesis, packing and loading [default: one per core]."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the corpus, the shards and the run.")] = Path("demo"),
+    clips_per_genre: Annotated[int, typer.Option(help="Synthetic clips per genre (five genres).")] = 100,
+    clip_length: Annotated[str, typer.Option(help="Length of each synthetic clip (FMA clips are 30 s).")] = "30s",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed for the corpus, the split and training.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Processes for synthesis, packing and loading.", show_default=ONE_PER_CORE)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Synthesise a five-genre MP3 corpus, pack it, train on the window at 0:15 and evaluate: no download."""
     from streamgenre.demo import DemoConfig, run_demo
@@ -376,7 +449,12 @@ def demo(
     config = DemoConfig(out=out, clips_per_genre=clips_per_genre, clip_s=parse_duration(clip_length), epochs=epochs, seed=seed, workers=workers, progress=not quiet)
     _setup_logging()
     result = run_demo(config)
-    typer.echo(f"corpus: {result.corpus} ({result.pack.packed} MP3 clips, five genres) -> shards: {result.shards}")
+    synthesis = result.synthesis
+    if synthesis.clips:
+        typer.echo(f"synthesised {synthesis.clips} MP3 clips (five genres) into {result.corpus} in {synthesis.seconds:.0f} s ({synthesis.clips_per_s:.1f} clips/s)")
+    else:
+        typer.echo(f"reused the corpus in {result.corpus} (same settings as before)")
+    _print_pack(result.pack)
     _print_training(result.train)
     typer.echo(f"look at {result.run / 'accuracy.png'}, {result.run / 'loss.png'} and {result.run / 'confusion_matrix.png'}")
 

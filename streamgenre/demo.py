@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from streamgenre.errors import InputError
 from streamgenre.pack import PackConfig, PackReport, pack
+from streamgenre.paper import DEFAULT_OFFSET_S
+from streamgenre.progress import progress_bar
 from streamgenre.stream import StreamConfig, default_workers
 from streamgenre.synth import GENRES, write_clip
 from streamgenre.train import TrainConfig, TrainResult, train
@@ -34,7 +35,7 @@ class DemoConfig:
     epochs: int = 12
     seed: int = 0
     workers: int | None = None
-    stream: StreamConfig = field(default_factory=lambda: StreamConfig(offset_s=15.0))
+    stream: StreamConfig = field(default_factory=lambda: StreamConfig(offset_s=DEFAULT_OFFSET_S))
     progress: bool = True
 
     def __post_init__(self):
@@ -42,6 +43,18 @@ class DemoConfig:
             raise InputError(f"--clips-per-genre must be >= 5 so every split gets each genre, got {self.clips_per_genre}")
         if self.clip_s < self.stream.duration_s:
             raise InputError(f"--clip-length {self.clip_s}s is shorter than the {self.stream.duration_s}s window")
+
+
+@dataclass(frozen=True)
+class SynthesisReport:
+    """How many clips were synthesised and how long it took (0 clips: the corpus was reused)."""
+
+    clips: int
+    seconds: float
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / max(self.seconds, 1e-9)
 
 
 @dataclass
@@ -53,6 +66,7 @@ class DemoResult:
     run: Path
     pack: PackReport
     train: TrainResult
+    synthesis: SynthesisReport
 
 
 def run_demo(config: DemoConfig) -> DemoResult:
@@ -61,12 +75,12 @@ def run_demo(config: DemoConfig) -> DemoResult:
     _claim(out)
     corpus, shards, run = out / "corpus", out / "shards", out / "run"
     workers = default_workers() if config.workers is None else config.workers
-    _synthesise(corpus, config, workers)
+    synthesis = _synthesise(corpus, config, workers)
     report = pack(PackConfig(source=corpus, out=shards, val=0.1, test=0.2, seed=config.seed, workers=workers, overwrite=True, max_count=32), progress=config.progress)
     if run.exists():
         shutil.rmtree(run)  # a previous demo's run: the demo folder is ours to replace
     result = train(TrainConfig(shards=str(shards), out=run, stream=config.stream, epochs=config.epochs, seed=config.seed, workers=workers, progress=config.progress))
-    return DemoResult(corpus, shards, run, report, result)
+    return DemoResult(corpus, shards, run, report, result, synthesis)
 
 
 def _claim(out: Path) -> None:
@@ -78,18 +92,20 @@ def _claim(out: Path) -> None:
     marker.touch()
 
 
-def _synthesise(corpus: Path, config: DemoConfig, workers: int) -> None:
+def _synthesise(corpus: Path, config: DemoConfig, workers: int) -> SynthesisReport:
     """Write the corpus unless the same one is already there (its settings sit in corpus.json)."""
     settings = {"clips_per_genre": config.clips_per_genre, "clip_s": config.clip_s, "seed": config.seed, "genres": list(GENRES)}
     stamp = corpus.parent / "corpus.json"
     if stamp.exists() and json.loads(stamp.read_text()) == settings:
-        return
+        return SynthesisReport(0, 0.0)
+    started = time.perf_counter()
     if corpus.exists():
         shutil.rmtree(corpus)
     corpus.mkdir(parents=True)
     jobs = [(genre, index) for genre in GENRES for index in range(config.clips_per_genre)]
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(write_clip, corpus, genre, index, config.clip_s, config.seed) for genre, index in jobs]
-        for future in tqdm(futures, desc="synthesising MP3s", unit="clip", disable=not config.progress):
+        for future in progress_bar(futures, desc="synthesising MP3s", unit="clip", enabled=config.progress):
             future.result()
     stamp.write_text(json.dumps(settings))
+    return SynthesisReport(len(jobs), time.perf_counter() - started)

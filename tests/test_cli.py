@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import typer
+import typer.main
 from typer.testing import CliRunner
 
+import streamgenre
 from streamgenre.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _readme_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
     return [line.strip() for line in blocks[0].splitlines() + blocks[1].splitlines() if line.strip()]
 
 
@@ -24,10 +27,32 @@ def test_readme_opens_with_setup_demo_and_test_commands_that_ci_runs():
     assert setup in ci and tests.split("#")[0].strip() in ci
 
 
-def test_every_command_has_help():
-    for command in ("pack", "info", "train", "demo"):
-        result = CliRunner().invoke(app, [command, "--help"])
-        assert result.exit_code == 0 and "Usage" in result.output
+def _flatten(text: str) -> str:
+    """Help as one line: panel borders gone and whitespace collapsed, so wrapped help reads straight through."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def test_every_command_help_shows_all_its_text_and_defaults():
+    group = typer.main.get_command(app)
+    assert set(group.commands) == {"pack", "info", "train", "evaluate", "predict", "bench", "demo"}
+    for name, command in group.commands.items():
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "100"}, prog_name="streamgenre")
+        assert result.exit_code == 0, result.output
+        shown = _flatten(result.output)
+        assert shown.startswith(f"Usage: streamgenre {name} [OPTIONS]"), shown[:80]
+        assert _flatten(command.help.split("\n\n")[0]) in shown
+        for param in command.params:
+            assert _flatten(param.help) in shown, f"{name}: help of {param.name} lost: {param.help!r}"
+            if isinstance(param.show_default, str):
+                assert f"[default: ({param.show_default})]" in shown, f"{name} --{param.name}: default not shown"
+        assert "[default: " not in " ".join(param.help for param in command.params)  # Rich would eat it: use show_default
+        for noise in ("<bool>", "<list[", "{", " . "):
+            assert noise not in shown, f"{name} --help shows {noise!r}"
+
+
+def test_version():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"streamgenre {streamgenre.__version__}"
 
 
 def test_train_on_a_missing_folder_is_one_line_without_traceback(tmp_path):
