@@ -406,7 +406,7 @@ def bench(
     workers: Annotated[str, typer.Option(help="Comma-separated loader worker counts to compare.")] = "1,2",
     device: Annotated[str, typer.Option(help="Where the frontend and the model run: auto, cpu or cuda.")] = "auto",
     out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.md and bench.png.")] = Path("bench"),
-    quick: Annotated[bool, typer.Option("--quick", help="A smoke run under a minute: a few clips, the first worker count.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A smoke test of every stage on a few clips with the first worker count (about a minute on 2 cores); not a benchmark.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Time every stage (decode, loader, frontend, training) and the paper's WAV/PNG pipeline on the same clips."""

@@ -17,9 +17,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from streamgenre.paper import PAPER_SAMPLE_RATE
 from streamgenre.units import Seconds
 
-SYNTH_SAMPLE_RATE = 22050
+SYNTH_SAMPLE_RATE = PAPER_SAMPLE_RATE  # the rate the model hears, so the demo's loader need not resample
 GENRES = ("ambient", "electronic", "folk", "hiphop", "rock")
 # Minor/major scale steps used to pick chord roots and melody notes.
 _SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
