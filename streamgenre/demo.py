@@ -8,6 +8,7 @@ corpus is reused when a previous demo made the same one.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +22,8 @@ from streamgenre.progress import progress_bar
 from streamgenre.stream import StreamConfig, default_workers
 from streamgenre.synth import GENRES, write_clip
 from streamgenre.train import TrainConfig, TrainResult, train
+
+log = logging.getLogger(__name__)
 
 _MARKER = "streamgenre-demo.json"
 
@@ -76,9 +79,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
     corpus, shards, run = out / "corpus", out / "shards", out / "run"
     workers = default_workers() if config.workers is None else config.workers
     synthesis = _synthesise(corpus, config, workers)
+    log.info(f"packing the corpus into {shards}")
     report = pack(PackConfig(source=corpus, out=shards, val=0.1, test=0.2, seed=config.seed, workers=workers, overwrite=True, max_count=32), progress=config.progress)
     if run.exists():
         shutil.rmtree(run)  # a previous demo's run: the demo folder is ours to replace
+    log.info(f"training the paper's CNN for {config.epochs} epochs on the window at {config.stream.offset_s:g} s, into {run}")
     result = train(TrainConfig(shards=str(shards), out=run, stream=config.stream, epochs=config.epochs, seed=config.seed, workers=workers, progress=config.progress))
     return DemoResult(corpus, shards, run, report, result, synthesis)
 
@@ -97,12 +102,14 @@ def _synthesise(corpus: Path, config: DemoConfig, workers: int) -> SynthesisRepo
     settings = {"clips_per_genre": config.clips_per_genre, "clip_s": config.clip_s, "seed": config.seed, "genres": list(GENRES)}
     stamp = corpus.parent / "corpus.json"
     if stamp.exists() and json.loads(stamp.read_text()) == settings:
+        log.info(f"reusing the corpus in {corpus}")
         return SynthesisReport(0, 0.0)
     started = time.perf_counter()
     if corpus.exists():
         shutil.rmtree(corpus)
     corpus.mkdir(parents=True)
     jobs = [(genre, index) for genre in GENRES for index in range(config.clips_per_genre)]
+    log.info(f"synthesising {len(jobs)} MP3 clips of {config.clip_s:g} s into {corpus} ({workers} processes)")
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(write_clip, corpus, genre, index, config.clip_s, config.seed) for genre, index in jobs]
         for future in progress_bar(futures, desc="synthesising MP3s", unit="clip", enabled=config.progress):
