@@ -172,8 +172,8 @@ STREAMING_GROUP, PAPER_GROUP = "streaming (this package)", "the paper's pipeline
 def chart_title(result: BenchResult) -> str:
     """What the chart shows and on what: a --quick run says so, with its clip count."""
     clips = result.clip_set["clips"]
-    run = f"--quick smoke run on {clips} clips, not a benchmark" if result.config["quick"] else f"{clips} clips"
-    return f"streamgenre bench: clips/s per stage ({run}; {result.machine['device']})"
+    run = f"--quick smoke run: {clips} clips, not a benchmark" if result.config["quick"] else f"{clips} clips"
+    return f"streamgenre bench: clips/s per stage\n{run}; on {result.machine['device']}"
 
 
 def format_markdown(result: BenchResult) -> str:
