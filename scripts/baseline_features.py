@@ -16,10 +16,9 @@ import json
 
 import numpy as np
 
-from streamgenre.audio import PAPER_SAMPLE_RATE, decode_full
+from streamgenre.audio import decode_full
+from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
 from streamgenre.shards import read_index, shard_urls
-
-PAPER_OFFSET_S, PAPER_WINDOW_S = 15.0, 3.0
 
 N_MFCC = 20
 
@@ -41,7 +40,7 @@ def clip_features(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
 def split_features(directory: str, split: str, labels: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Whole-clip features, single-window features and labels of every clip in `split`."""
     whole, window, y = [], [], []
-    start, length = round(PAPER_OFFSET_S * PAPER_SAMPLE_RATE), round(PAPER_WINDOW_S * PAPER_SAMPLE_RATE)
+    start, length = round(DEFAULT_OFFSET_S * PAPER_SAMPLE_RATE), round(PAPER_WINDOW_S * PAPER_SAMPLE_RATE)
     for meta, audio in _samples(directory, split):
         waveform = decode_full(audio, PAPER_SAMPLE_RATE).numpy()
         piece = waveform[start : start + length] if len(waveform) >= start + length else waveform[-length:]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from streamgenre.errors import DecodeError
-from streamgenre.paper import PAPER_SAMPLE_RATE
+from streamgenre.paper import PAPER_SAMPLE_RATE  # the default rate of every decoder here
 from streamgenre.units import Seconds
 
 # Decode this much audio before the window: an MP3 frame after a seek can lean on the bit

@@ -2,6 +2,9 @@
 
 The only broad catch in the package lives here: a `StreamgenreError` becomes one line on stderr
 and exit code 2; Ctrl-C exits 130. Heavy imports happen inside commands so `--help` is instant.
+Defaults that are not plain values (``one per CPU core``) are given to typer as `show_default`
+text: written as ``[default: ...]`` inside a help string, Rich would take them for markup and
+drop them.
 """
 
 from __future__ import annotations
@@ -9,22 +12,77 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
+from streamgenre import __version__
 from streamgenre.errors import StreamgenreError
+from streamgenre.paper import PAPER_WINDOW_S
+
+
+class _QuietTypes:
+    """Help without typer's type noise: no ``<bool>`` beside a flag, NAME rather than {name} in usage."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # a flag takes no value, so it has no type to show
+            elif isinstance(param, TyperArgument) and param.nargs != 1:
+                param.__class__ = _ManyArgument
+        return params
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.name.upper() + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        if isinstance(self, TyperGroup):
+            pieces.append(self.subcommand_metavar)
+        return pieces
+
+
+class _ManyArgument(TyperArgument):
+    """An argument taking several values: its type reads ``<str>``, not ``<list[str]>`` (the name says ``...``)."""
+
+    def display_type_rich(self, ctx):
+        shown = super().display_type_rich(ctx)
+        return shown.replace("<list[", "<").replace("]>", ">") if shown else shown
+
+
+class _Command(_QuietTypes, TyperCommand):
+    pass
+
+
+class _Group(_QuietTypes, TyperGroup):
+    pass
+
 
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     help="Train and run music-genre classifiers on MP3s streamed from WebDataset shards.",
 )
+command = functools.partial(app.command, cls=_Command)
+
+ONE_PER_CORE = "one per CPU core"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"streamgenre {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main() -> None:
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     """Train and run music-genre classifiers on MP3s streamed from WebDataset shards."""
 
 
@@ -51,24 +109,24 @@ def _fail(message: str) -> None:
 
 
 # -- pack ------------------------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def pack(
-    source: Path = typer.Argument(..., help="An FMA tree or fma_*.zip (with --metadata), a folder per genre, or a CSV manifest (path,genre[,split][,artist])."),
-    out: Path = typer.Option(Path("shards"), "--out", help="Output folder for the shards, index.json and rejected.csv."),
-    metadata: Optional[Path] = typer.Option(None, help="FMA's tracks.csv: labels from track.genre_top, splits from set.split."),
-    subset: Optional[str] = typer.Option(None, help="FMA subset to keep: small, medium or large."),
-    genres: Optional[str] = typer.Option(None, help="Comma-separated genres to keep, in label-index order [default: all, sorted]."),
-    val: float = typer.Option(0.1, help="Validation fraction per genre, where the source gives no split."),
-    test: float = typer.Option(0.1, help="Test fraction per genre, where the source gives no split."),
-    seed: int = typer.Option(0, help="Seed for splits, --max-per-genre sampling and the order within shards."),
-    max_per_genre: Optional[int] = typer.Option(None, help="Keep at most this many files per genre (a seeded sample)."),
-    shard_size: str = typer.Option("256MB", help="Maximum shard size, e.g. 256MB or 1GiB."),
-    max_count: Optional[int] = typer.Option(None, help="Maximum samples per shard."),
-    workers: Optional[int] = typer.Option(None, help="Processes that probe and write [default: one per CPU core]."),
-    overwrite: bool = typer.Option(False, help="Replace a non-empty --out, once the new pack is complete."),
-    min_duration: str = typer.Option("1s", help="Reject files with less decodable audio than this as too short."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    source: Annotated[Path, typer.Argument(help="An FMA tree or fma_*.zip (with --metadata), a folder per genre, or a CSV manifest (path,genre[,split][,artist]).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for the shards, index.json and rejected.csv.")] = Path("shards"),
+    metadata: Annotated[Path | None, typer.Option(help="FMA's tracks.csv: labels from track.genre_top, splits from set.split.")] = None,
+    subset: Annotated[str | None, typer.Option(help="FMA subset to keep: small, medium or large.")] = None,
+    genres: Annotated[str | None, typer.Option(help="Comma-separated genres to keep, in label-index order.", show_default="all, sorted")] = None,
+    val: Annotated[float, typer.Option(help="Validation fraction per genre, where the source gives no split.")] = 0.1,
+    test: Annotated[float, typer.Option(help="Test fraction per genre, where the source gives no split.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed for splits, --max-per-genre sampling and the order within shards.")] = 0,
+    max_per_genre: Annotated[int | None, typer.Option(help="Keep at most this many files per genre (a seeded sample).")] = None,
+    shard_size: Annotated[str, typer.Option(help="Maximum shard size, e.g. 256MB or 1GiB.")] = "256MB",
+    max_count: Annotated[int | None, typer.Option(help="Maximum samples per shard.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes that probe and write.", show_default=ONE_PER_CORE)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out, once the new pack is complete.")] = False,
+    min_duration: Annotated[str, typer.Option(help="Reject files with less decodable audio than this as too short.")] = "1s",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Decode every file, then pack the good ones into train/val/test WebDataset shards."""
     from streamgenre.pack import PackConfig
@@ -95,9 +153,9 @@ def pack(
     _print_pack(run_pack(config, progress=not quiet))
 
 
-@app.command()
+@command()
 @friendly_errors
-def info(directory: str = typer.Argument(..., help="Packed directory (or URL prefix) holding index.json.")) -> None:
+def info(directory: Annotated[str, typer.Argument(help="Packed directory (or URL prefix) holding index.json.")]) -> None:
     """Show a packed directory: clips per genre and split, its shards and the options used."""
     from streamgenre.shards import read_index
 
@@ -137,63 +195,45 @@ def _index_table(index) -> str:
 
 
 # -- train -----------------------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def train(
-    shards: str = typer.Argument(..., help="Packed directory (or URL prefix) holding index.json and the shards."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/run-<time>]."),
-    recipe: str = typer.Option("modern", help="modern (many random windows, AdamW, cosine, mixup, SpecAugment) or paper (the study's loop exactly)."),
-    model: Optional[str] = typer.Option(None, help="paper (the study's CNN) or resnet (short-chunk ResNet) [default: paper]; see `streamgenre models`."),
-    width: Optional[int] = typer.Option(None, help="Width of models that have one (resnet: 32)."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs [default: the recipe's: modern 20, paper 20]."),
-    windows_per_clip: Optional[int] = typer.Option(None, help="Random windows per clip per epoch [default: the recipe's: modern 8, paper 1]."),
-    offset: Optional[str] = typer.Option(None, help="'random' windows, or one window at a fixed start such as 15s or 0:15 [default: the recipe's]."),
-    duration: str = typer.Option("3s", help="Window length (the paper's 3 s)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size [default: the recipe's: modern 32, paper 25]."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate [default: the recipe's: modern 2e-3, paper 5e-4]."),
-    mixup: Optional[float] = typer.Option(None, help="Mixup Beta(alpha, alpha); 0 turns it off [default: the recipe's]."),
-    spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment", help="Frequency and time masks on the mel [default: the recipe's]."),
-    val_windows: Optional[int] = typer.Option(None, help="Windows per clip for whole-clip validation and test [default: 10]."),
-    genres: Optional[str] = typer.Option(None, help="Comma-separated subset of the packed genres, e.g. Rock,Hip-Hop,Folk."),
-    workers: Optional[int] = typer.Option(None, help="Loader worker processes [default: one per CPU core]."),
-    seed: int = typer.Option(0, help="Seed for weights, shard order and random windows."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision [default: on with CUDA]."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last.pt, with its own settings."),
-    shuffle_buffer: int = typer.Option(64, help="Clips held for shuffling in each loader worker."),
-    max_skip_fraction: float = typer.Option(0.01, help="Stop when more than this fraction of samples fails to decode."),
-    resample: str = typer.Option("device", help="Resample on the 'device' inside the model, or on the 'cpu' in the loader."),
-    sync_bn: bool = typer.Option(False, help="Under torchrun: synchronise batch-norm statistics across processes."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    shards: Annotated[str, typer.Argument(help="Packed directory (or URL prefix) holding index.json and the shards.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.", show_default="runs/run-<time>")] = None,
+    recipe: Annotated[str, typer.Option(help="modern (many random windows, AdamW, cosine, mixup, SpecAugment) or paper (the study's loop exactly).")] = "modern",
+    model: Annotated[str, typer.Option(help="paper (the study's CNN) or resnet (short-chunk ResNet); see `streamgenre models`.")] = "paper",
+    width: Annotated[int | None, typer.Option(help="Width of models that have one.", show_default="resnet: 32")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.", show_default="modern: 15, paper: 20")] = None,
+    windows_per_clip: Annotated[int | None, typer.Option(help="Random windows per clip per epoch.", show_default="modern: 8, paper: 1")] = None,
+    offset: Annotated[str | None, typer.Option(help="'random' windows, or one window at a fixed start such as 15s or 0:15.", show_default="modern: random, paper: 15s")] = None,
+    duration: Annotated[str, typer.Option(help="Window length (the paper's 3 s).")] = f"{PAPER_WINDOW_S:g}s",
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.", show_default="modern: 32, paper: 25")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default="modern: 0.002, paper: 0.0005")] = None,
+    mixup: Annotated[float | None, typer.Option(help="Mixup Beta(alpha, alpha); 0 turns it off.", show_default="modern: 0.2, paper: 0")] = None,
+    spec_augment: Annotated[bool | None, typer.Option("--spec-augment/--no-spec-augment", help="Frequency and time masks on the mel.", show_default="modern: on, paper: off")] = None,
+    val_windows: Annotated[int | None, typer.Option(help="Windows per clip for whole-clip validation and test.", show_default="10")] = None,
+    genres: Annotated[str | None, typer.Option(help="Comma-separated subset of the packed genres, e.g. Rock,Hip-Hop,Folk.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Loader worker processes.", show_default=ONE_PER_CORE)] = None,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shard order and random windows.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision.", show_default="on with CUDA")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt, with its own settings.")] = False,
+    shuffle_buffer: Annotated[int, typer.Option(help="Clips held for shuffling in each loader worker.")] = 64,
+    max_skip_fraction: Annotated[float, typer.Option(help="Stop when more than this fraction of samples fails to decode.")] = 0.01,
+    resample: Annotated[str, typer.Option(help="Resample on the 'device' inside the model, or on the 'cpu' in the loader.")] = "device",
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: synchronise batch-norm statistics across processes.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Train a genre classifier on streamed shards (under torchrun: on every process)."""
-    from dataclasses import replace
-
-    from streamgenre.augment import AugmentConfig
-    from streamgenre.model import DEFAULT_MODEL
-    from streamgenre.recipes import recipe_named
     from streamgenre.train import TrainConfig
     from streamgenre.train import train as run_training
     from streamgenre.units import parse_duration
 
-    base = recipe_named(recipe)
-    chosen = base.with_options(
-        epochs=epochs,
-        windows_per_clip=windows_per_clip,
-        offset_s=_parse_offset(offset, base.offset_s),
-        batch_size=batch_size,
-        lr=lr,
-        mixup_alpha=mixup,
-        val_windows=val_windows,
-        augment=None if spec_augment is None else (replace(recipe_named("modern").augment) if spec_augment else AugmentConfig()),
-    )
-    if offset is not None and _parse_offset(offset, None) is not None and windows_per_clip is None:
-        chosen = replace(chosen, windows_per_clip=1)  # a fixed offset is one window
     config = TrainConfig(
         shards=shards,
         out=out or _default_run_dir(),
-        recipe=chosen,
-        model=model or DEFAULT_MODEL,
+        recipe=_chosen_recipe(recipe, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, val_windows),
+        model=model,
         width=width,
         duration_s=parse_duration(duration),
         resample=resample,
@@ -214,16 +254,24 @@ def train(
         _print_training(result)
 
 
-def _parse_offset(text: Optional[str], default):
-    """``random`` -> None (random windows), a duration -> seconds, nothing -> `default`."""
+def _chosen_recipe(name: str, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, val_windows):
+    """The named recipe with the options the user gave; a fixed --offset means one window per clip."""
+    from dataclasses import replace
+
+    from streamgenre.augment import AugmentConfig
+    from streamgenre.recipes import MODERN, recipe_named
     from streamgenre.units import parse_duration
 
-    if text is None:
-        return default
-    return None if text.strip().lower() == "random" else parse_duration(text)
+    base = recipe_named(name)
+    offset_s = base.offset_s if offset is None else None if offset.strip().lower() == "random" else parse_duration(offset)
+    if offset_s is not None and windows_per_clip is None:
+        windows_per_clip = 1
+    augment = None if spec_augment is None else MODERN.augment if spec_augment else AugmentConfig()
+    given = {"epochs": epochs, "windows_per_clip": windows_per_clip, "batch_size": batch_size, "lr": lr, "mixup_alpha": mixup, "val_windows": val_windows, "augment": augment}
+    return replace(base, offset_s=offset_s, **{option: value for option, value in given.items() if value is not None})
 
 
-@app.command()
+@command()
 def models() -> None:
     """List the models `train --model` knows, with parameters and compute per 3-s window."""
     from streamgenre.model import ModelConfig, describe_model
@@ -233,7 +281,8 @@ def models() -> None:
     for name in model_names():
         facts = describe_model(ModelConfig(n_classes=8, name=name))
         typer.echo(f"{name:<10}{facts.parameters:>12,}{facts.backbone_gflops:>15.2f}  {model_spec(name).summary}")
-    typer.echo("parameters for 8 genres; GFLOPs of the backbone per 3-s window, plus 1.13 in the shared mel frontend")
+    frontend = describe_model(ModelConfig(n_classes=8)).frontend_gflops
+    typer.echo(f"parameters for 8 genres; GFLOPs of the model per 3-s window, plus {frontend:.2f} in the mel frontend they share")
 
 
 def _default_run_dir() -> Path:
@@ -242,7 +291,7 @@ def _default_run_dir() -> Path:
     return Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
 
 
-def _split_list(text: Optional[str]) -> Optional[tuple[str, ...]]:
+def _split_list(text: str | None) -> tuple[str, ...] | None:
     if not text:
         return None
     return tuple(item.strip() for item in text.split(",") if item.strip())
@@ -262,34 +311,43 @@ def _setup_logging() -> None:
 
 
 def _print_training(result) -> None:
+    """What was measured, said plainly: training-pass throughput apart from the wall time of the whole run."""
     if not result.history:
         return
-    last = result.history[-1]
-    windows = sum(row["train_windows"] for row in result.history)
-    typer.echo(f"trained {len(result.history)} epochs in {result.elapsed_s:.0f} s ({windows} windows, {result.train_windows_per_s:.1f} windows/s while training)")
+    history, last = result.history, result.history[-1]
+    train_s = sum(row["seconds"] for row in history)
+    windows = sum(row["train_windows"] for row in history)
+    typer.echo(
+        f"trained {len(history)} epochs: the training passes took {train_s:.0f} s ({windows} windows, {windows / max(train_s, 1e-9):.1f} windows/s); "
+        f"the run took {result.elapsed_s:.0f} s wall with validation, checkpoints and the test report"
+    )
+    if result.best_epoch is not None:
+        score = "val whole-clip" if result.best_val_accuracy is not None else "train"
+        best = history[result.best_epoch - 1]
+        typer.echo(f"best epoch {result.best_epoch} ({score} accuracy {best.get('val_accuracy', best['train_accuracy']):.3f}) is best.pt")
     typer.echo(f"last epoch: train accuracy {last['train_accuracy']:.3f}" + (f", val whole-clip accuracy {last['val_accuracy']:.3f}" if "val_accuracy" in last else ""))
-    if result.best_val_accuracy is not None:
-        typer.echo(f"best epoch {result.best_epoch}: val whole-clip accuracy {result.best_val_accuracy:.3f} (best.pt)")
     if result.test is not None:
         test = result.test
         typer.echo(f"test: whole-clip accuracy {test['accuracy']:.3f}, single-window accuracy {test['window_accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} (best checkpoint)")
-    typer.echo(f"outputs in {result.run_dir}: best.pt, last.pt, history.json, history.csv, loss.png, accuracy.png" + (", report.json, report.txt, confusion_matrix.png" if result.test else ""))
+    outputs = "best.pt, last.pt, history.json, history.csv, loss.png, accuracy.png" + (", confusion_matrix.png, report.json, report.txt" if result.test else "")
+    typer.echo(f"outputs in {result.run_dir}: {outputs}")
 
 
 # -- evaluate / predict ----------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def evaluate(
-    run: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
-    shards: Optional[str] = typer.Option(None, help="Packed directory [default: the one the run was trained on]."),
-    split: str = typer.Option("test", help="Split to score: train, val or test."),
-    windows: Optional[int] = typer.Option(None, help="Hear N evenly spaced windows per clip [default: the training window only]."),
-    hop: Optional[str] = typer.Option(None, help="Or hear a window every HOP (e.g. 3s) across the whole clip."),
-    offset: Optional[str] = typer.Option(None, help="Single-window mode: where the window starts [default: the checkpoint's]."),
-    vote: str = typer.Option("mean", help="Combine windows by mean probability or by majority vote."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for eval-<split>.json and the confusion matrix [default: the run]."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    workers: Optional[int] = typer.Option(None, help="Loader worker processes [default: one per CPU core]."),
+    run: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or a checkpoint file.")],
+    shards: Annotated[str | None, typer.Option(help="Packed directory.", show_default="the one the run was trained on")] = None,
+    split: Annotated[str, typer.Option(help="Split to score: train, val or test.")] = "test",
+    windows: Annotated[int | None, typer.Option(help="Hear N evenly spaced windows per clip.", show_default="the training window only")] = None,
+    hop: Annotated[str | None, typer.Option(help="Or hear a window every HOP (e.g. 3s) across the whole clip.")] = None,
+    offset: Annotated[str | None, typer.Option(help="Single-window mode: where the window starts.", show_default="the checkpoint's")] = None,
+    vote: Annotated[str, typer.Option(help="Combine windows by mean probability or by majority vote.")] = "mean",
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for eval-<split>-<mode>.json and the confusion matrix.", show_default="the run")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    workers: Annotated[int | None, typer.Option(help="Loader worker processes.", show_default=ONE_PER_CORE)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar (there is none when stderr is not a terminal).")] = False,
 ) -> None:
     """Score a checkpoint on a split, with the training window or whole clips (several windows)."""
     from streamgenre.evaluate import EvaluateConfig, evaluate_run, format_report
@@ -306,6 +364,7 @@ def evaluate(
         out=out,
         device=device,
         workers=workers,
+        progress=not quiet,
     )
     _setup_logging()
     result = evaluate_run(config)
@@ -315,17 +374,17 @@ def evaluate(
     typer.echo(f"wrote {result.json_path} and {result.png_path}")
 
 
-@app.command()
+@command()
 @friendly_errors
 def predict(
-    checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
-    inputs: list[str] = typer.Argument(..., help="Audio files (mp3, wav, flac, ogg, m4a, ...), folders, or - for paths on stdin."),
-    top: int = typer.Option(3, help="How many genres to show per file."),
-    json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of tables."),
-    windows: Optional[int] = typer.Option(None, help="Hear N evenly spaced windows per file [default: the whole file, window after window]."),
-    hop: Optional[str] = typer.Option(None, help="Step between windows [default: the window length, i.e. the whole file]."),
-    vote: str = typer.Option("mean", help="Combine windows by mean probability or by majority vote."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or a checkpoint file.")],
+    inputs: Annotated[list[str], typer.Argument(help="Audio files (mp3, wav, flac, ogg, m4a, ...), folders, or - for paths on stdin.")],
+    top: Annotated[int, typer.Option(help="How many genres to show per file.")] = 3,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of tables.")] = False,
+    windows: Annotated[int | None, typer.Option(help="Hear N evenly spaced windows per file.", show_default="the whole file, window after window")] = None,
+    hop: Annotated[str | None, typer.Option(help="Step between windows.", show_default="the window length, i.e. the whole file")] = None,
+    vote: Annotated[str, typer.Option(help="Combine windows by mean probability or by majority vote.")] = "mean",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Print the most likely genres of each file; exits 1 if any file could not be decoded."""
     import json
@@ -355,7 +414,7 @@ def predict(
         raise typer.Exit(1)
 
 
-def _window_plan_for(duration_s: float, windows: Optional[int], hop: Optional[str], vote: str):
+def _window_plan_for(duration_s: float, windows: int | None, hop: str | None, vote: str):
     from streamgenre.units import parse_duration
     from streamgenre.windows import WindowPlan
 
@@ -363,14 +422,14 @@ def _window_plan_for(duration_s: float, windows: Optional[int], hop: Optional[st
 
 
 # -- export / tag ----------------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def export(
-    run: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx (needs the export extra) or torchscript."),
-    out: Optional[Path] = typer.Option(None, "--out", help="File to write (default: model.onnx or model.torchscript.pt beside the checkpoint)."),
-    sample_rate: Optional[int] = typer.Option(None, help="Rate of the waveforms the file takes (default: the run's); another rate builds the resampler into the file."),
-    check: Optional[list[Path]] = typer.Option(None, "--check", help="Audio file to check the export on, repeatable (default: synthetic clips)."),
+    run: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or a checkpoint file.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx (needs the export extra) or torchscript.")] = "onnx",
+    out: Annotated[Path | None, typer.Option("--out", help="File to write.", show_default="model.onnx or model.torchscript.pt beside the checkpoint")] = None,
+    sample_rate: Annotated[int | None, typer.Option(help="Rate of the waveforms the file takes; another rate builds the resampler into the file.", show_default="the run's")] = None,
+    check: Annotated[list[Path] | None, typer.Option("--check", metavar="FILE", help="Audio file to check the export on, repeatable.", show_default="synthetic clips")] = None,
 ) -> None:
     """Write the run as one ONNX or TorchScript file: mono waveforms in, genre probabilities out."""
     from streamgenre.checkpoint import load_for_inference
@@ -395,17 +454,17 @@ def export(
     )
 
 
-@app.command()
+@command()
 @friendly_errors
 def tag(
-    checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
-    inputs: list[str] = typer.Argument(..., help="Audio files (mp3, flac, ogg, opus, m4a), folders, or - for paths on stdin."),
-    write: bool = typer.Option(False, "--write", help="Write the tags (without it, only the plan is printed)."),
-    min_probability: float = typer.Option(0.0, help="Leave files whose top genre is less likely than this (0 to 1)."),
-    overwrite_existing: bool = typer.Option(False, "--overwrite-existing", help="Replace a genre the file already has."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the plan as CSV: path, current genre, predicted genre, probability, action."),
-    json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or a checkpoint file.")],
+    inputs: Annotated[list[str], typer.Argument(help="Audio files (mp3, flac, ogg, opus, m4a), folders, or - for paths on stdin.")],
+    write: Annotated[bool, typer.Option("--write", help="Write the tags (without it, only the plan is printed).")] = False,
+    min_probability: Annotated[float, typer.Option(help="Leave files whose top genre is less likely than this (0 to 1).")] = 0.0,
+    overwrite_existing: Annotated[bool, typer.Option("--overwrite-existing", help="Replace a genre the file already has.")] = False,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the plan as CSV: path, current genre, predicted genre, probability, action.")] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Put each file's predicted genre into its own genre tag; exits 1 if any file could not be read or tagged."""
     import csv
@@ -446,16 +505,16 @@ def tag(
 
 
 # -- bench -----------------------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def bench(
-    shards: Optional[str] = typer.Argument(None, help="Packed directory to measure; by default the demo corpus, demo/shards, made by `streamgenre demo`."),
-    clips: int = typer.Option(128, help="Clips to measure on (rounded up to whole shards)."),
-    workers: str = typer.Option("1,2", help="Comma-separated loader worker counts to compare."),
-    device: str = typer.Option("auto", help="Where the frontend and the model run: auto, cpu or cuda."),
-    out: Path = typer.Option(Path("bench"), "--out", help="Folder for bench.json, bench.md and bench.png."),
-    quick: bool = typer.Option(False, help="A smoke run under a minute: a few clips, the first worker count."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    shards: Annotated[str | None, typer.Argument(help="Packed directory to measure; by default the demo corpus, demo/shards, made by `streamgenre demo`.")] = None,
+    clips: Annotated[int, typer.Option(help="Clips to measure on (rounded up to whole shards).")] = 128,
+    workers: Annotated[str, typer.Option(help="Comma-separated loader worker counts to compare.")] = "1,2",
+    device: Annotated[str, typer.Option(help="Where the frontend and the model run: auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.md and bench.png.")] = Path("bench"),
+    quick: Annotated[bool, typer.Option("--quick", help="A smoke test of every stage on a few clips with the first worker count (about a minute on 2 cores); not a benchmark.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Time every stage (decode, loader, frontend, training) and the paper's WAV/PNG pipeline on the same clips."""
     from streamgenre.bench import DEMO_SHARDS, BenchConfig, run_bench
@@ -479,16 +538,16 @@ def _parse_counts(option: str, text: str) -> tuple[int, ...]:
 
 
 # -- demo ------------------------------------------------------------------------------------
-@app.command()
+@command()
 @friendly_errors
 def demo(
-    out: Path = typer.Option(Path("demo"), "--out", help="Folder for the corpus, the shards and the run."),
-    clips_per_genre: int = typer.Option(100, help="Synthetic clips per genre (five genres)."),
-    clip_length: str = typer.Option("30s", help="Length of each synthetic clip (FMA clips are 30 s)."),
-    epochs: int = typer.Option(12, help="Training epochs."),
-    seed: int = typer.Option(0, help="Seed for the corpus, the split and training."),
-    workers: Optional[int] = typer.Option(None, help="Processes for synthesis, packing and loading [default: one per core]."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the corpus, the shards and the run.")] = Path("demo"),
+    clips_per_genre: Annotated[int, typer.Option(help="Synthetic clips per genre (five genres).")] = 100,
+    clip_length: Annotated[str, typer.Option(help="Length of each synthetic clip (FMA clips are 30 s).")] = "30s",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed for the corpus, the split and training.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Processes for synthesis, packing and loading.", show_default=ONE_PER_CORE)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Synthesise a five-genre MP3 corpus, pack it, train on the window at 0:15 and evaluate: no download."""
     from streamgenre.demo import DemoConfig, run_demo
@@ -497,7 +556,12 @@ def demo(
     config = DemoConfig(out=out, clips_per_genre=clips_per_genre, clip_s=parse_duration(clip_length), epochs=epochs, seed=seed, workers=workers, progress=not quiet)
     _setup_logging()
     result = run_demo(config)
-    typer.echo(f"corpus: {result.corpus} ({result.pack.packed} MP3 clips, five genres) -> shards: {result.shards}")
+    synthesis = result.synthesis
+    if synthesis.clips:
+        typer.echo(f"synthesised {synthesis.clips} MP3 clips (five genres) into {result.corpus} in {synthesis.seconds:.0f} s ({synthesis.clips_per_s:.1f} clips/s)")
+    else:
+        typer.echo(f"reused the corpus in {result.corpus} (same settings as before)")
+    _print_pack(result.pack)
     _print_training(result.train)
     typer.echo(f"look at {result.run / 'accuracy.png'}, {result.run / 'loss.png'} and {result.run / 'confusion_matrix.png'}")
 

@@ -8,19 +8,23 @@ corpus is reused when a previous demo made the same one.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from streamgenre.errors import InputError
 from streamgenre.pack import PackConfig, PackReport, pack
+from streamgenre.paper import DEFAULT_OFFSET_S
+from streamgenre.progress import progress_bar
 from streamgenre.recipes import PAPER
 from streamgenre.stream import StreamConfig, default_workers
 from streamgenre.synth import GENRES, write_clip
 from streamgenre.train import TrainConfig, TrainResult, train
+
+log = logging.getLogger(__name__)
 
 _MARKER = "streamgenre-demo.json"
 
@@ -35,7 +39,7 @@ class DemoConfig:
     epochs: int = 12
     seed: int = 0
     workers: int | None = None
-    stream: StreamConfig = field(default_factory=lambda: StreamConfig(offset_s=15.0))
+    stream: StreamConfig = field(default_factory=lambda: StreamConfig(offset_s=DEFAULT_OFFSET_S))
     progress: bool = True
 
     def __post_init__(self):
@@ -43,6 +47,18 @@ class DemoConfig:
             raise InputError(f"--clips-per-genre must be >= 5 so every split gets each genre, got {self.clips_per_genre}")
         if self.clip_s < self.stream.duration_s:
             raise InputError(f"--clip-length {self.clip_s}s is shorter than the {self.stream.duration_s}s window")
+
+
+@dataclass(frozen=True)
+class SynthesisReport:
+    """How many clips were synthesised and how long it took (0 clips: the corpus was reused)."""
+
+    clips: int
+    seconds: float
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / max(self.seconds, 1e-9)
 
 
 @dataclass
@@ -54,6 +70,7 @@ class DemoResult:
     run: Path
     pack: PackReport
     train: TrainResult
+    synthesis: SynthesisReport
 
 
 def run_demo(config: DemoConfig) -> DemoResult:
@@ -62,13 +79,15 @@ def run_demo(config: DemoConfig) -> DemoResult:
     _claim(out)
     corpus, shards, run = out / "corpus", out / "shards", out / "run"
     workers = default_workers() if config.workers is None else config.workers
-    _synthesise(corpus, config, workers)
+    synthesis = _synthesise(corpus, config, workers)
+    log.info(f"packing the corpus into {shards}")
     report = pack(PackConfig(source=corpus, out=shards, val=0.1, test=0.2, seed=config.seed, workers=workers, overwrite=True, max_count=32), progress=config.progress)
     if run.exists():
         shutil.rmtree(run)  # a previous demo's run: the demo folder is ours to replace
+    log.info(f"training the paper's CNN for {config.epochs} epochs on the window at {config.stream.offset_s:g} s, into {run}")
     recipe = PAPER.with_options(epochs=config.epochs, offset_s=config.stream.offset_s)
     result = train(TrainConfig(shards=str(shards), out=run, recipe=recipe, seed=config.seed, workers=workers, progress=config.progress))
-    return DemoResult(corpus, shards, run, report, result)
+    return DemoResult(corpus, shards, run, report, result, synthesis)
 
 
 def _claim(out: Path) -> None:
@@ -80,18 +99,22 @@ def _claim(out: Path) -> None:
     marker.touch()
 
 
-def _synthesise(corpus: Path, config: DemoConfig, workers: int) -> None:
+def _synthesise(corpus: Path, config: DemoConfig, workers: int) -> SynthesisReport:
     """Write the corpus unless the same one is already there (its settings sit in corpus.json)."""
     settings = {"clips_per_genre": config.clips_per_genre, "clip_s": config.clip_s, "seed": config.seed, "genres": list(GENRES)}
     stamp = corpus.parent / "corpus.json"
     if stamp.exists() and json.loads(stamp.read_text()) == settings:
-        return
+        log.info(f"reusing the corpus in {corpus}")
+        return SynthesisReport(0, 0.0)
+    started = time.perf_counter()
     if corpus.exists():
         shutil.rmtree(corpus)
     corpus.mkdir(parents=True)
     jobs = [(genre, index) for genre in GENRES for index in range(config.clips_per_genre)]
+    log.info(f"synthesising {len(jobs)} MP3 clips of {config.clip_s:g} s into {corpus} ({workers} processes)")
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(write_clip, corpus, genre, index, config.clip_s, config.seed) for genre, index in jobs]
-        for future in tqdm(futures, desc="synthesising MP3s", unit="clip", disable=not config.progress):
+        for future in progress_bar(futures, desc="synthesising MP3s", unit="clip", enabled=config.progress):
             future.result()
     stamp.write_text(json.dumps(settings))
+    return SynthesisReport(len(jobs), time.perf_counter() - started)

@@ -7,6 +7,7 @@ can also hear whole clips: decoded once, cut into windows in memory, probabiliti
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,12 +18,15 @@ import torch
 from streamgenre.dist import resolve_device
 from streamgenre.errors import InputError
 from streamgenre.plots import plot_confusion
+from streamgenre.progress import progress_bar
 from streamgenre.shards import atomic_write
 from streamgenre.stream import Batch, SkipTally
 from streamgenre.windows import WindowPlan, combine_windows
 
 # Windows per forward pass when scoring whole clips: bounds memory whatever the plan or file length.
 WINDOWS_PER_FORWARD = 64
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -178,11 +182,12 @@ class EvaluateConfig:
     out: Path | None = None
     device: str = "auto"
     workers: int | None = None
+    progress: bool = True
 
 
 @dataclass
 class EvaluateResult:
-    """The summary written to eval-<split>.json, and where it went."""
+    """The summary written to eval-<split>-<mode>.json, and where it went."""
 
     summary: dict
     json_path: Path
@@ -190,7 +195,11 @@ class EvaluateResult:
 
 
 def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
-    """Score a checkpoint on a split and write eval-<split>-<mode>.json and its confusion matrix."""
+    """Score a checkpoint on a split and write eval-<split>-<mode>.json and confusion_matrix-<split>-<mode>.png.
+
+    The mode (``at15s``, ``w10-mean``, ``hop3s-majority``) is in the names, so runs with other
+    windows or votes sit beside each other instead of overwriting each other.
+    """
     from streamgenre.checkpoint import load_for_inference
     from streamgenre.stream import evaluation_stream, iterate_epoch, make_loader, open_split, warn_clamped
 
@@ -205,16 +214,38 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     whole_clips = config.windows is not None or config.hop_s is not None
     offset = spec.offset_s if config.offset_s is None else config.offset_s
     stream = evaluation_stream(spec.window_s, spec.sample_rate, spec.resample, offset, whole_clips)
+    mode, description = _mode(plan if whole_clips else None, stream.offset_s, stream.duration_s)
+    log.info(f"evaluating {loaded.path} on the {config.split} split ({source.sample_count} clips): {description}")
     loader = make_loader(source, stream, config.workers, device.type == "cuda", split_nodes=False)
     tally = SkipTally()
-    predictions = predict_clips(loaded.model, tally.passing(iterate_epoch(loader, 0)), plan, device, len(source.labels))
+    with progress_bar(total=source.sample_count, desc=f"evaluating {config.split}", unit="clip", enabled=config.progress) as bar:
+        batches = _counted(tally.passing(iterate_epoch(loader, 0)), bar)
+        predictions = predict_clips(loaded.model, batches, plan, device, len(source.labels))
     summary = summarise(predictions, source.labels)
     summary["skipped"] = tally.total
     if tally.clamped:
         warn_clamped(tally.clamped, summary["samples"], stream)
-    summary["options"] = {"run": str(loaded.path), "shards": shards, "split": config.split, "offset_s": None if whole_clips else stream.offset_s, "windows": asdict(plan)}
+    options = {"offset_s": None if whole_clips else stream.offset_s, "windows": asdict(plan) if whole_clips else "one window", "mode": mode}
+    summary["options"] = {"run": str(loaded.path), "shards": shards, "split": config.split, **options}
     out = config.out or (loaded.path.parent if loaded.path.is_file() else Path(config.run))
     out.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out / f"eval-{config.split}.json", out / f"confusion_matrix-{config.split}.png"
-    write_report(summary, json_path, png_path, f"{config.split} split")
+    json_path, png_path = out / f"eval-{config.split}-{mode}.json", out / f"confusion_matrix-{config.split}-{mode}.png"
+    write_report(summary, json_path, png_path, f"{config.split} split, {description}")
     return EvaluateResult(summary, json_path, png_path)
+
+
+def _mode(plan: WindowPlan | None, offset_s: float, duration_s: float) -> tuple[str, str]:
+    """A file-name tag and a phrase for how clips are heard, e.g. ``("w10-mean", "10 windows per clip, mean vote")``."""
+    if plan is None:
+        return f"at{offset_s:g}s", f"one {duration_s:g}-s window at {offset_s:g} s (the training window)"
+    vote = "mean probability" if plan.vote == "mean" else "majority vote"
+    if plan.windows is not None:
+        return f"w{plan.windows}-{plan.vote}", f"{plan.windows} windows of {duration_s:g} s per clip, {vote}"
+    return f"hop{plan.hop_s:g}s-{plan.vote}", f"a {duration_s:g}-s window every {plan.hop_s:g} s, {vote}"
+
+
+def _counted(batches: Iterable[Batch], bar) -> Iterable[Batch]:
+    """Pass `batches` through, advancing `bar` by the clips in each."""
+    for batch in batches:
+        yield batch
+        bar.update(len(batch))

@@ -28,8 +28,8 @@ from streamgenre import __version__
 from streamgenre.audio import decode_full
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import DecodeError, InputError, StreamgenreError
-from streamgenre.windows import WindowPlan
 from streamgenre.synth import make_clip
+from streamgenre.windows import WindowPlan
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "waveform"

@@ -26,11 +26,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 import streamgenre
 from streamgenre.audio import AudioInfo, probe
 from streamgenre.errors import DecodeError, InputError
+from streamgenre.progress import progress_bar
 from streamgenre.shards import (
     INDEX_NAME,
     REJECTED_NAME,
@@ -303,7 +302,7 @@ def _probe_all(tracks: list[Track], min_duration_s: Seconds, pool, rejected: lis
     probed = []
     chunksize = max(1, min(16, len(tracks) // 64))  # fewer round trips, yet a smooth progress bar
     results = _map(pool, partial(_probe_track, min_duration_s=min_duration_s), tracks, chunksize)
-    for result in tqdm(results, total=len(tracks), desc="probing", unit="file", disable=not progress):
+    for result in progress_bar(results, total=len(tracks), desc="probing", unit="file", enabled=progress):
         (probed if isinstance(result, _Probed) else rejected).append(result)
     if not probed:
         reasons = Counter(rejection.reason for rejection in rejected).most_common()
@@ -378,7 +377,7 @@ def _sample_meta(item: _Probed, label: int, split: str) -> dict[str, Any]:
 def _write_shards(jobs: list[_ShardJob], pool, progress: bool) -> list[ShardEntry]:
     """Write every shard (one job each, in the pool); entries come back in plan order."""
     entries = []
-    with tqdm(total=sum(len(job.samples) for job in jobs), desc="writing shards", unit="clip", disable=not progress) as bar:
+    with progress_bar(total=sum(len(job.samples) for job in jobs), desc="writing shards", unit="clip", enabled=progress) as bar:
         for job, entry in zip(jobs, _map(pool, _write_shard_job, jobs, 1)):
             entries.append(entry)
             bar.update(len(job.samples))

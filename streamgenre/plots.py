@@ -1,6 +1,9 @@
 """PNG plots people would rather look at than read: training curves, confusion matrices, bars.
 
 Only the output files of a run are drawn here; each is written atomically (tmp + rename).
+Figures are built with matplotlib's object API (`Figure` + `savefig`, which draws with Agg for
+PNG), so importing this module changes no global matplotlib state: no backend switch and no
+pyplot figure registry for the programs that import `train`.
 """
 
 from __future__ import annotations
@@ -8,21 +11,32 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def best_epoch(history: list[dict]) -> dict | None:
+    """The row of the epoch whose checkpoint is best.pt: the first with the highest val accuracy.
+
+    Training keeps the same rule (train accuracy stands in when there is no val split).
+    """
+    if not history:
+        return None
+    return max(history, key=lambda row: row.get("val_accuracy", row["train_accuracy"]))  # max keeps the first of ties
 
 
 def plot_curves(history: list[dict], metric: str, path: Path) -> None:
-    """Train vs validation `metric` ('loss' or 'accuracy') per epoch."""
+    """Train vs validation `metric` ('loss' or 'accuracy') per epoch, with the best epoch marked."""
     epochs = [row["epoch"] for row in history]
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
     for split in ("train", "val"):
         values = [row.get(f"{split}_{metric}") for row in history]
         if any(value is not None for value in values):
             axes.plot(epochs, values, marker="o", label=split)
+    best = best_epoch(history)
+    if best is not None:
+        axes.axvline(best["epoch"], color="tab:green", linestyle="--", linewidth=1, label=f"best epoch ({best['epoch']}: best.pt)")
     axes.set_xlabel("epoch")
     axes.set_ylabel(metric)
     axes.set_title(f"{metric} per epoch")
@@ -36,7 +50,8 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, title: str
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
     size = max(4.0, 0.8 * len(labels) + 2)
-    figure, axes = plt.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size))
+    axes = figure.subplots()
     image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     axes.set_yticks(range(len(labels)), labels)
@@ -50,25 +65,32 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], path: Path, title: str
     _save(figure, path)
 
 
-def plot_bars(names: list[str], values: list[float], path: Path, title: str, xlabel: str) -> None:
-    """Horizontal bars, one per name (used for benchmark throughput)."""
-    figure, axes = plt.subplots(figsize=(12, 0.45 * len(names) + 1.5))  # long stage names on the left
-    axes.barh(names[::-1], values[::-1], color="tab:blue")
+def plot_bars(names: list[str], values: list[float], path: Path, title: str, xlabel: str, groups: list[str] | None = None) -> None:
+    """Horizontal bars, one per name (used for benchmark throughput); `groups` colours them, with a legend."""
+    groups = groups or [""] * len(names)
+    palette = dict(zip(dict.fromkeys(groups), ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"), strict=False))
+    figure = Figure(figsize=(12, 0.45 * len(names) + 1.5))  # long stage names on the left
+    axes = figure.subplots()
+    for group, colour in palette.items():
+        positions = [y for y, name_group in enumerate(groups[::-1]) if name_group == group]
+        axes.barh(positions, [values[::-1][y] for y in positions], color=colour, label=group or None)
+    axes.set_yticks(range(len(names)), names[::-1])
     for y, value in enumerate(values[::-1]):
         axes.text(value, y, f" {value:,.1f}", va="center", fontsize=8)
     axes.set_xscale("log")
     axes.set_xlim(right=max(values, default=1.0) * 4)  # room for the value label of the longest bar
     axes.set_xlabel(xlabel)
     axes.set_title(title)
+    if len(palette) > 1:
+        axes.legend(loc="lower right")
     _save(figure, path)
 
 
-def _save(figure, path: Path) -> None:
+def _save(figure: Figure, path: Path) -> None:
     temporary = path.with_name(path.name + ".tmp.png")
     try:
         figure.tight_layout()
         figure.savefig(temporary, dpi=110)
         os.replace(temporary, path)
     finally:
-        plt.close(figure)
         temporary.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from typing import Any
 from streamgenre.augment import AugmentConfig
 from streamgenre.errors import InputError
 from streamgenre.frontend import config_from_dict
-from streamgenre.paper import PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LR, PAPER_OFFSET_S
+from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LR
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -43,7 +43,7 @@ class Recipe:
     clip_grad_norm: float | None = None
     mixup_alpha: float = 0.0
     windows_per_clip: int = 1
-    offset_s: float | None = PAPER_OFFSET_S
+    offset_s: float | None = DEFAULT_OFFSET_S
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_windows: int = 10
 
@@ -64,6 +64,10 @@ class Recipe:
             raise InputError("--warmup-fraction and --label-smoothing must be below 1")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise InputError(f"--clip-grad-norm must be > 0, got {self.clip_grad_norm}")
+        if self.windows_per_clip < 1:
+            raise InputError(f"--windows-per-clip must be >= 1, got {self.windows_per_clip}")
+        if self.windows_per_clip > 1 and self.offset_s is not None:
+            raise InputError(f"--windows-per-clip {self.windows_per_clip} needs --offset random (a fixed offset is one window)")
         if self.val_windows < 1:
             raise InputError(f"--val-windows must be >= 1, got {self.val_windows}")
 

@@ -14,7 +14,7 @@ import os
 import random
 import tarfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -22,7 +22,7 @@ import webdataset as wds
 
 from streamgenre.audio import decode_full, decode_full_native, decode_window, decode_window_native
 from streamgenre.errors import DecodeError, InputError, ShardFormatError
-from streamgenre.paper import PAPER_BATCH_SIZE, PAPER_OFFSET_S, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
+from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
 from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, ShardIndex, read_index, shard_urls
 from streamgenre.units import Seconds
 from streamgenre.windows import random_offsets, slice_windows
@@ -42,7 +42,7 @@ class StreamConfig:
     `window_buffer` windows are shuffled after decoding, so a batch mixes windows of many clips.
     """
 
-    offset_s: Seconds | None = PAPER_OFFSET_S
+    offset_s: Seconds | None = DEFAULT_OFFSET_S
     duration_s: Seconds = PAPER_WINDOW_S
     sample_rate: int = PAPER_SAMPLE_RATE
     batch_size: int = PAPER_BATCH_SIZE
@@ -289,9 +289,9 @@ def _empty_batch(skipped: int, error: str | None = None) -> Batch:
 def evaluation_stream(duration_s: Seconds, sample_rate: int, resample: str, offset_s: Seconds | None, whole_clips: bool) -> StreamConfig:
     """Validation and test read every sample once, in order: whole clips, or one window at `offset_s`.
 
-    A model trained on random windows has no offset of its own: it is heard at the paper's 0:15.
+    A model trained on random windows has no offset of its own: it is heard at the default 0:15.
     """
-    offset = PAPER_OFFSET_S if offset_s is None else offset_s
+    offset = DEFAULT_OFFSET_S if offset_s is None else offset_s
     return StreamConfig(offset, duration_s, sample_rate, batch_size=1 if whole_clips else PAPER_BATCH_SIZE, shuffle_buffer=0, shuffle_shards=False, resample=resample, whole_clips=whole_clips)
 
 

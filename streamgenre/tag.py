@@ -23,8 +23,8 @@ import torch
 
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import InputError
-from streamgenre.windows import WindowPlan
 from streamgenre.predict import predict_files
+from streamgenre.windows import WindowPlan
 
 EXTRA_HINT = "pip install 'streamgenre[tag]'"
 CSV_COLUMNS = ("path", "current_genre", "predicted_genre", "probability", "action", "error")

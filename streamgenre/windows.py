@@ -84,15 +84,6 @@ class WindowPlan:
         if self.vote not in VOTES:
             raise InputError(f"--vote must be {' or '.join(VOTES)}, got {self.vote!r}")
 
-    @property
-    def label(self) -> str:
-        """A short name for file names and titles: ``w10-mean``, ``hop3s-mean`` or ``window``."""
-        if self.windows is not None:
-            return f"w{self.windows}-{self.vote}"
-        if self.hop_s is not None:
-            return f"hop{self.hop_s:g}s-{self.vote}"
-        return "window"
-
     def starts(self, length: int, sample_rate: int) -> list[int]:
         """Start samples of the planned windows in a clip of `length` samples."""
         window = round(self.duration_s * sample_rate)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import typer
+import typer.main
 from typer.testing import CliRunner
 
+import streamgenre
 from streamgenre.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _readme_commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL)
     return [line.strip() for line in blocks[0].splitlines() + blocks[1].splitlines() if line.strip()]
 
 
@@ -24,10 +27,32 @@ def test_readme_opens_with_setup_demo_and_test_commands_that_ci_runs():
     assert setup in ci and tests.split("#")[0].strip() in ci
 
 
-def test_every_command_has_help():
-    for command in ("pack", "info", "train", "demo"):
-        result = CliRunner().invoke(app, [command, "--help"])
-        assert result.exit_code == 0 and "Usage" in result.output
+def _flatten(text: str) -> str:
+    """Help as one line: panel borders gone and whitespace collapsed, so wrapped help reads straight through."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def test_every_command_help_shows_all_its_text_and_defaults():
+    group = typer.main.get_command(app)
+    assert set(group.commands) == {"pack", "info", "train", "models", "evaluate", "predict", "export", "tag", "bench", "demo"}
+    for name, command in group.commands.items():
+        result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "100"}, prog_name="streamgenre")
+        assert result.exit_code == 0, result.output
+        shown = _flatten(result.output)
+        assert shown.startswith(f"Usage: streamgenre {name} [OPTIONS]"), shown[:80]
+        assert _flatten(command.help.split("\n\n")[0]) in shown
+        for param in command.params:
+            assert _flatten(param.help) in shown, f"{name}: help of {param.name} lost: {param.help!r}"
+            if isinstance(param.show_default, str):
+                assert f"[default: ({param.show_default})]" in shown, f"{name} --{param.name}: default not shown"
+        assert "[default: " not in " ".join(param.help for param in command.params)  # Rich would eat it: use show_default
+        for noise in ("<bool>", "<list[", "{", " . "):
+            assert noise not in shown, f"{name} --help shows {noise!r}"
+
+
+def test_version():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"streamgenre {streamgenre.__version__}"
 
 
 def test_train_on_a_missing_folder_is_one_line_without_traceback(tmp_path):
@@ -40,3 +65,22 @@ def test_train_on_a_missing_folder_is_one_line_without_traceback(tmp_path):
 def test_bad_duration_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--offset", "soon"])
     assert result.exit_code == 2 and "'soon' is not a duration" in result.output
+
+
+def test_train_help_states_the_recipes_own_defaults():
+    """The help names each recipe's value as text (importing the recipes would load torch): keep them equal."""
+    from streamgenre.model import DEFAULT_MODEL
+    from streamgenre.recipes import DEFAULT_RECIPE, MODERN, PAPER
+
+    params = {param.name: param for param in typer.main.get_command(app).commands["train"].params}
+    assert params["recipe"].default == DEFAULT_RECIPE and params["model"].default == DEFAULT_MODEL
+    for option, field in [("epochs", "epochs"), ("windows_per_clip", "windows_per_clip"), ("batch_size", "batch_size"), ("lr", "lr"), ("mixup", "mixup_alpha")]:
+        assert params[option].show_default == f"modern: {getattr(MODERN, field):g}, paper: {getattr(PAPER, field):g}", option
+    assert params["offset"].show_default == f"modern: random, paper: {PAPER.offset_s:g}s" and MODERN.offset_s is None
+    assert params["val_windows"].show_default == str(MODERN.val_windows) == str(PAPER.val_windows)
+
+
+def test_models_command_lists_every_model_with_its_size():
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert "paper" in result.output and "resnet" in result.output and "177,736" in result.output  # the paper CNN for 8 genres

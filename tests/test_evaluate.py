@@ -89,9 +89,12 @@ def test_evaluate_command_writes_report_and_plot(trained):
     packed, run = trained
     result = CliRunner().invoke(app, ["evaluate", str(run), "--split", "val", "--hop", "2s", "--workers", "0"])
     assert result.exit_code == 0, result.output
-    report = json.loads((run / "eval-val.json").read_text())
+    report = json.loads((run / "eval-val-hop2s-mean.json").read_text())
     assert report["samples"] == 4 and report["options"]["windows"]["hop_s"] == 2.0
-    assert (run / "confusion_matrix-val.png").is_file() and "macro-F1" in result.output
+    assert (run / "confusion_matrix-val-hop2s-mean.png").is_file() and "macro-F1" in result.output
+    single = CliRunner().invoke(app, ["evaluate", str(run), "--split", "val", "--workers", "0"])
+    assert single.exit_code == 0, single.output
+    assert (run / "eval-val-at0.5s.json").is_file() and (run / "eval-val-hop2s-mean.json").is_file()  # one file per mode, no clobbering
 
 
 def test_evaluate_without_a_run_is_one_clear_line(tmp_path):

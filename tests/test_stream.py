@@ -11,7 +11,15 @@ import torch
 
 from streamgenre.errors import InputError, ShardFormatError
 from streamgenre.shards import shard_name
-from streamgenre.stream import SkipTally, StreamConfig, batch_windows, decode_windows, iterate_epoch, make_loader, open_split
+from streamgenre.stream import (
+    SkipTally,
+    StreamConfig,
+    batch_windows,
+    decode_windows,
+    iterate_epoch,
+    make_loader,
+    open_split,
+)
 from tests.conftest import write_packed_dir
 
 GENRES = ["ambient", "rock"]
