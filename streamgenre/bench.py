@@ -35,12 +35,21 @@ from tqdm import tqdm
 
 from streamgenre.audio import PAPER_SAMPLE_RATE, decode_window, decode_window_native
 from streamgenre.dist import check_device_name, resolve_device
-from streamgenre.errors import InputError, ShardFormatError
+from streamgenre.errors import DecodeError, InputError, ShardFormatError
 from streamgenre.frontend import FrontendConfig, MelFrontend
 from streamgenre.model import GenreClassifier, ModelConfig, PaperCNN
 from streamgenre.pack import PackConfig, pack
 from streamgenre.plots import plot_bars
-from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SPLITS, atomic_write, is_remote, read_index, shard_urls
+from streamgenre.shards import (
+    AUDIO_MEMBER,
+    META_MEMBER,
+    SPLITS,
+    SampleMeta,
+    atomic_write,
+    is_remote,
+    read_index,
+    shard_urls,
+)
 from streamgenre.stream import (
     Batch,
     SplitSource,
@@ -172,10 +181,11 @@ class _ClipSet:
     labels: list[str]
     count: int
     size_bytes: int
+    counts: list[int] = field(default_factory=list)  # samples per shard, from index.json
 
     def source(self, scale: int = 1) -> SplitSource:
         """The loader's view of these shards, the list repeated `scale` times."""
-        return SplitSource(self.urls * scale, self.labels, self.count * scale)
+        return SplitSource(self.urls * scale, self.labels, self.count * scale, self.counts * scale)
 
 
 @dataclass
@@ -198,10 +208,12 @@ def run_bench(config: BenchConfig) -> BenchResult:
         ShardFormatError: DIR is not a packed directory.
     """
     config = _quick(config) if config.quick else config
+    _check_out(config.out)
     device = resolve_device(config.device)
     clip_set = select_clips(config.shards, config.clips)
-    read_row, clips = _measure_read(clip_set, config)
-    formats = _clip_formats(clips)
+    dropped: list[str] = []
+    read_row, clips = _measure_read(clip_set, config, dropped)
+    clips, formats = _decodable_clips(clips, config, dropped)
     decode_rows = _decode_rows(clips, config)
     loader_rows, loader_targets = _loader_rows(clip_set, config, decode_rows[0])
     frontend_rows = _frontend_rows(device, config)
@@ -219,10 +231,22 @@ def run_bench(config: BenchConfig) -> BenchResult:
         rows=rows,
         comparisons=disk + memory + first_epoch,
         targets=loader_targets + _other_targets(frontend_rows, disk, memory, first_epoch),
-        notes=_format_notes(formats, clip_set, config),
+        notes=_format_notes(formats, clip_set, config, dropped),
     )
     write_outputs(result, config.out)
     return result
+
+
+def _check_out(out: Path) -> None:
+    """Make the output folder before minutes of measuring, so a bad --out fails at once, in one line."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; pass a folder for bench.json, bench.md and bench.png")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exn:
+        raise InputError(f"cannot create --out {out}: {exn.strerror or exn}") from None
+    if not os.access(out, os.W_OK):
+        raise InputError(f"cannot write to --out {out}: permission denied")
 
 
 def _quick(config: BenchConfig) -> BenchConfig:
@@ -240,47 +264,71 @@ def select_clips(directory: str, clips: int) -> _ClipSet:
     if not is_remote(directory) and not Path(directory).exists():
         raise InputError(f"{directory} does not exist: run `streamgenre demo` first to make the demo corpus, or pass a packed DIR")
     index = read_index(directory)
-    urls, count, size = [], 0, 0
+    urls, counts, size = [], [], 0
     for split in SPLITS:
         for url, entry in zip(shard_urls(directory, index, split), index.split_shards(split), strict=True):
-            if count >= clips:
+            if sum(counts) >= clips:
                 break
             urls.append(url)
-            count += entry.count
+            counts.append(entry.count)
             size += entry.size_bytes
     if not urls:
         raise ShardFormatError(f"{directory}/index.json lists no shards; re-pack it with `streamgenre pack`")
-    return _ClipSet(urls, list(index.labels), count, size)
+    return _ClipSet(urls, list(index.labels), sum(counts), size, counts)
 
 
-def _measure_read(clip_set: _ClipSet, config: BenchConfig) -> tuple[StageRow, list[_Clip]]:
+def _measure_read(clip_set: _ClipSet, config: BenchConfig, dropped: list[str]) -> tuple[StageRow, list[_Clip]]:
     """Stage 2: read the shards once to warm the page cache and keep the clips, then time a second read."""
-    clips = list(_read_clips(clip_set.urls, config))
+    clips = list(_read_clips(clip_set, config, dropped))
     started = time.perf_counter()
-    count = sum(1 for _ in tqdm(_read_clips(clip_set.urls, config), desc="2 shard read", total=clip_set.count, disable=not config.progress, leave=False))
+    reread = _read_clips(clip_set, config, [])
+    count = sum(1 for _ in tqdm(reread, desc="2 shard read", total=clip_set.count, disable=not config.progress, leave=False))
     seconds = time.perf_counter() - started
     detail = f"{clip_set.size_bytes / _MB / seconds:,.1f} MB/s over {len(clip_set.urls)} shards"
     return StageRow("2", "shard read (tar -> samples)", count, seconds, count / seconds, count / seconds, detail), clips
 
 
-def _read_clips(urls: list[str], config: BenchConfig) -> Iterable[_Clip]:
-    """The clips of `urls` in order, each with the offset `decode_window` would use (the last full window if short)."""
-    for sample in read_shards({"url": url} for url in urls):
-        if not isinstance(sample, dict):  # a shard that could not be read
+def _read_clips(clip_set: _ClipSet, config: BenchConfig, dropped: list[str]) -> Iterable[_Clip]:
+    """The clips of the shards in order, each with the offset `decode_window` would use (the last full window if short).
+
+    A sample without both members or with a garbage json member is left out and noted in `dropped`.
+    """
+    expected = dict(zip(clip_set.urls, clip_set.counts, strict=True))
+    for sample in read_shards(({"url": url} for url in clip_set.urls), expected=expected):
+        if not isinstance(sample, dict):  # a shard that could not be read, or ended early
             raise ShardFormatError(sample.message)
-        meta = json.loads(sample[META_MEMBER])
-        last_start = max(0.0, meta.get("duration_s", math.inf) - config.duration_s)
-        yield _Clip(sample["__key__"], meta["genre"], sample[AUDIO_MEMBER], min(config.offset_s, last_start))
+        key = sample["__key__"]
+        if META_MEMBER not in sample or AUDIO_MEMBER not in sample:
+            dropped.append(f"{key}: no {META_MEMBER} or {AUDIO_MEMBER} member")
+            continue
+        try:
+            meta = SampleMeta.from_json(sample[META_MEMBER])
+        except ShardFormatError as exn:
+            dropped.append(f"{key}: {exn}")
+            continue
+        clip_s = math.inf if meta.duration_s is None else meta.duration_s
+        last_start = max(0.0, clip_s - config.duration_s)
+        yield _Clip(key, meta.genre, sample[AUDIO_MEMBER], min(config.offset_s, last_start))
 
 
-def _clip_formats(clips: list[_Clip]) -> Counter:
-    """How many clips have each ``(sample_rate, channels)``, read from the stream headers."""
+def _decodable_clips(clips: list[_Clip], config: BenchConfig, dropped: list[str]) -> tuple[list[_Clip], Counter]:
+    """The clips whose window decodes, and how many have each ``(sample_rate, channels)``.
+
+    A clip that does not decode would crash the raw-PyAV stages; it is left out and noted.
+    """
     formats: Counter = Counter()
+    usable = []
     for clip in clips:
-        with av.open(io.BytesIO(clip.data)) as container:
-            context = container.streams.audio[0].codec_context
-            formats[(context.sample_rate, context.channels)] += 1
-    return formats
+        try:
+            waveform, rate = decode_window_native(clip.data, clip.offset_s, config.duration_s, mono=False)
+        except DecodeError as exn:
+            dropped.append(f"{clip.key}: {exn}")
+            continue
+        formats[(rate, waveform.shape[0])] += 1
+        usable.append(clip)
+    if not usable:
+        raise ShardFormatError(f"none of the {len(clips)} clips of the measured shards decodes: " + "; ".join(dropped[:3]))
+    return usable, formats
 
 
 def _most_common_rate(formats: Counter) -> int:
@@ -677,8 +725,11 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 # -- the report ----------------------------------------------------------------------------------
-def _format_notes(formats: Counter, clip_set: _ClipSet, config: BenchConfig) -> list[str]:
+def _format_notes(formats: Counter, clip_set: _ClipSet, config: BenchConfig, dropped: list[str]) -> list[str]:
     notes = []
+    if dropped:
+        shown = "; ".join(dropped[:5]) + (f"; and {len(dropped) - 5} more" if len(dropped) > 5 else "")
+        notes.append(f"{len(dropped)} of the {clip_set.count} clips could not be read or decoded and were left out of the per-clip stages: {shown}")
     missing = _missing_paper_extras()
     if missing:
         notes.append(f"{' and '.join(missing)} not installed: the paper pipeline (stages 7-9) was skipped; pip install 'streamgenre[bench]'")
@@ -762,8 +813,10 @@ def format_markdown(result: BenchResult) -> str:
     lines = [
         "# streamgenre bench",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), GPU: {machine['gpu'] or 'none'}; "
-        f"torch {machine['torch']} ({machine['torch_threads']} threads) on {machine['device']}, PyAV {machine['av']}, Python {machine['python']}.",
+        (
+            f"Machine: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), GPU: {machine['gpu'] or 'none'}; "
+            f"torch {machine['torch']} ({machine['torch_threads']} threads) on {machine['device']}, PyAV {machine['av']}, Python {machine['python']}."
+        ),
         f"Clips: {clip_set['clips']} from {clip_set['shards']} shard(s) of {clip_set['directory']} ({clip_set['size_bytes'] / _MB:,.1f} MB; "
         + ", ".join(f"{count} at {name}" for name, count in clip_set["formats"].items())
         + f"); window {result.config['duration_s']:g} s at {result.config['offset_s']:g} s, batch {result.config['batch_size']}.",

@@ -96,11 +96,34 @@ def pack(
 
 @app.command()
 @friendly_errors
-def info(directory: str = typer.Argument(..., help="Packed directory (or URL prefix) holding index.json.")) -> None:
+def info(
+    directory: str = typer.Argument(..., help="Packed directory (or URL prefix) holding index.json."),
+    verify: bool = typer.Option(False, help="Read every shard (streamed, local or remote) and check its size, sha256 and sample count; exit 1 listing the damaged ones."),
+    quiet: bool = typer.Option(False, help="No progress bar while verifying."),
+) -> None:
     """Show a packed directory: clips per genre and split, its shards and the options used."""
     from streamgenre.shards import read_index
 
-    typer.echo(_index_table(read_index(directory)))
+    index = read_index(directory)
+    typer.echo(_index_table(index))
+    if verify:
+        _verify(directory, index, quiet)
+
+
+def _verify(directory: str, index, quiet: bool) -> None:
+    from tqdm import tqdm
+
+    from streamgenre.shards import verify_shards
+
+    damaged = []
+    for check in tqdm(verify_shards(directory, index), total=len(index.shards), desc="verifying", unit="shard", disable=quiet, leave=False):
+        if check.problem:
+            damaged.append(check)
+            typer.echo(f"damaged: {check.entry.name}: {check.problem}", err=True)
+    if damaged:
+        typer.echo(f"verify: {len(damaged)} of {len(index.shards)} shards are damaged: {', '.join(c.entry.name for c in damaged)}")
+        raise typer.Exit(1)
+    typer.echo(f"verify: all {len(index.shards)} shards match index.json (size, sha256, sample count)")
 
 
 def _print_pack(report) -> None:

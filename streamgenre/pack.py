@@ -31,7 +31,18 @@ from tqdm import tqdm
 import streamgenre
 from streamgenre.audio import AudioInfo, probe
 from streamgenre.errors import DecodeError, InputError
-from streamgenre.shards import INDEX_NAME, REJECTED_NAME, SPLITS, ShardEntry, ShardIndex, atomic_write, shard_name, write_index, write_shard
+from streamgenre.shards import (
+    INDEX_NAME,
+    REJECTED_NAME,
+    SPLITS,
+    SampleMeta,
+    ShardEntry,
+    ShardIndex,
+    atomic_write,
+    shard_name,
+    write_index,
+    write_shard,
+)
 from streamgenre.sources import SUBSETS, Track, discover
 from streamgenre.splits import assign_splits, label_names
 from streamgenre.units import Seconds
@@ -163,7 +174,7 @@ class _ShardJob:
     """One shard to write: its final name is fixed before any job runs."""
 
     path: Path
-    samples: tuple[tuple[Track, dict[str, Any]], ...]
+    samples: tuple[tuple[Track, SampleMeta], ...]
 
 
 def pack(config: PackConfig, progress: bool = True) -> PackReport:
@@ -194,7 +205,7 @@ def pack(config: PackConfig, progress: bool = True) -> PackReport:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     reasons = dict(Counter(rejection.reason for rejection in rejected).most_common())
-    short = sum(meta["short"] for job in jobs for _, meta in job.samples)
+    short = sum(meta.short for job in jobs for _, meta in job.samples)
     return PackReport(config.out, index, reasons, short, time.perf_counter() - started)
 
 
@@ -346,23 +357,21 @@ def _chunks(items: list[_Probed], max_count: int | None, max_bytes: int) -> Iter
         yield chunk
 
 
-def _sample_meta(item: _Probed, label: int, split: str) -> dict[str, Any]:
+def _sample_meta(item: _Probed, label: int, split: str) -> SampleMeta:
     """The sample's json member: its label, where it came from and what the decode found."""
     track, info = item.track, item.info
-    meta = {
-        "track_id": track.track_id,
-        "genre": track.genre,
-        "label": label,
-        "split": split,
-        "duration_s": round(info.duration_s, 3),
-        "sample_rate": info.sample_rate,
-        "channels": info.channels,
-        "source": track.source,
-        "short": info.duration_s < SHORT_CLIP_S - _SHORT_TOLERANCE_S,
-    }
-    if track.artist:
-        meta["artist"] = track.artist
-    return meta
+    return SampleMeta(
+        track_id=track.track_id,
+        genre=track.genre,
+        label=label,
+        split=split,
+        duration_s=round(info.duration_s, 3),
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+        source=track.source,
+        short=info.duration_s < SHORT_CLIP_S - _SHORT_TOLERANCE_S,
+        artist=track.artist or None,
+    )
 
 
 def _write_shards(jobs: list[_ShardJob], pool, progress: bool) -> list[ShardEntry]:
@@ -385,7 +394,7 @@ def _count(jobs: list[_ShardJob], labels: list[str]) -> dict[str, dict[str, int]
     counts = {split: dict.fromkeys(labels, 0) for split in SPLITS}
     for job in jobs:
         for _, meta in job.samples:
-            counts[meta["split"]][meta["genre"]] += 1
+            counts[meta.split][meta.genre] += 1
     return counts
 
 

@@ -22,7 +22,7 @@ ALLOWED = {
     "dist": set(),
     "plots": set(),
     "sources": set(),
-    "splits": {"sources"},
+    "splits": {"shards", "sources"},
     "pack": {"audio", "sources", "splits", "shards"},
     "stream": {"audio", "shards"},
     "model": {"frontend"},

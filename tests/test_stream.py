@@ -137,3 +137,37 @@ def test_pipe_location_with_name_placeholder_reads_like_a_folder(packed):
     location = f"pipe:cat {root}/{{name}}"
     loader = make_loader(open_split(location, "train"), StreamConfig(offset_s=0.0, duration_s=0.5), workers=0)
     assert sorted(_epoch_keys(loader)) == sorted(genre_of)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_flipped_bit_in_a_tar_header_stops_the_epoch_naming_the_shard(tmp_path, workers):
+    from tests.test_shards import flip_header_byte
+
+    _write_packed(tmp_path / "flip")
+    flip_header_byte(tmp_path / "flip" / shard_name("train", 2), member=2)  # the tar reader stops there, silently
+    loader = make_loader(open_split(str(tmp_path / "flip"), "train"), StreamConfig(offset_s=0.0, duration_s=0.5), workers=workers)
+    with pytest.raises(ShardFormatError, match=r"train-000002.tar is damaged: 1 samples read, index.json lists 3"):
+        list(iterate_epoch(loader, 0))
+
+
+def test_a_garbage_json_member_is_skipped_and_counted(tmp_path):
+    import tarfile
+
+    genre_of = _write_packed(tmp_path / "json")
+    path = tmp_path / "json" / shard_name("train", 1)
+    with tarfile.open(path) as tar:
+        member = next(m for m in tar.getmembers() if m.name == "train0101.json")
+    data = bytearray(path.read_bytes())
+    data[member.offset_data : member.offset_data + 2] = b"\xff{"  # same size, no longer JSON
+    path.write_bytes(bytes(data))
+    loader = make_loader(open_split(str(tmp_path / "json"), "train"), StreamConfig(offset_s=0.0, duration_s=0.5), workers=1)
+    batches = list(iterate_epoch(loader, 0))
+    assert sorted(k for b in batches for k in b.keys) == sorted(k for k in genre_of if k != "train0101")
+    assert sum(b.skipped for b in batches) == 1
+
+
+def test_negative_workers_is_an_input_error(packed):
+    from streamgenre.errors import InputError
+
+    with pytest.raises(InputError, match="--workers must be >= 0"):
+        make_loader(open_split(str(packed[0]), "train"), StreamConfig(), workers=-1)
