@@ -1,7 +1,8 @@
 """Decode audio bytes with PyAV: probe a whole file, or decode only the window a model needs.
 
 Knows nothing about shards, labels or models. Every PyAV/FFmpeg failure leaves this module as
-a `DecodeError` naming the cause.
+a `DecodeError` naming the cause; a failure after some audio has decoded is a
+`DamagedAudioError` saying where, never a silently shorter clip.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import av
 import numpy as np
 import torch
 
-from streamgenre.errors import DecodeError
+from streamgenre.errors import DamagedAudioError, DecodeError
 from streamgenre.units import Seconds
 
 # The paper resamples to librosa's default rate before drawing the mel spectrogram.
@@ -42,6 +43,7 @@ def probe(data: bytes) -> AudioInfo:
 
     Raises:
         DecodeError: empty bytes, not a media file, no audio stream, or no decodable audio.
+        DamagedAudioError: the audio decodes, then fails part-way.
     """
     with _open(data) as container:
         stream = _audio_stream(container)
@@ -50,8 +52,7 @@ def probe(data: bytes) -> AudioInfo:
             for frame in container.decode(stream):
                 total += frame.samples
         except av.FFmpegError as exn:
-            if total == 0:
-                raise DecodeError(f"cannot decode audio: {exn}") from exn
+            raise _decode_failure(exn, total / (stream.codec_context.sample_rate or 1)) from exn
         if total == 0:
             raise DecodeError("no decodable audio in the file")
         rate = stream.codec_context.sample_rate
@@ -187,7 +188,11 @@ def _resample_span(span: _Span, sample_rate: int, duration_s: Seconds) -> np.nda
 
 
 def _frames_until(frames, stream, stop_time: Fraction) -> tuple[list, int | None]:
-    """Collect decoded frames until one ends at or after `stop_time` (stream seconds)."""
+    """Collect decoded frames until one ends at or after `stop_time` (stream seconds).
+
+    Raises:
+        DecodeError: no frame decodes; `DamagedAudioError` when one fails after others did.
+    """
     kept, first_pts = [], None
     stop_pts = float(stop_time / stream.time_base)  # compared in pts units: no Fraction per frame
     pts_per_sample = float(1 / (stream.time_base * stream.codec_context.sample_rate))
@@ -199,23 +204,35 @@ def _frames_until(frames, stream, stop_time: Fraction) -> tuple[list, int | None
             if frame.pts is not None and frame.pts + frame.samples * pts_per_sample >= stop_pts:
                 break
     except av.FFmpegError as exn:
-        if not kept:
-            raise DecodeError(f"cannot decode audio: {exn}") from exn
+        decoded = sum(frame.samples for frame in kept) / (stream.codec_context.sample_rate or 1)
+        start = float(first_pts * stream.time_base - _stream_origin(stream)) if first_pts is not None else 0.0
+        raise _decode_failure(exn, decoded, start) from exn
     return kept, first_pts
 
 
 def _frames_to_array(frames, stream) -> np.ndarray:
-    """Stack decoded frames into one float32 ``(channels, samples)`` array."""
+    """Stack decoded frames into one float32 ``(channels, samples)`` array.
+
+    Raises:
+        DecodeError: no frame decodes; `DamagedAudioError` when one fails after others did.
+    """
     chunks = []
     try:
         for frame in frames:
             chunks.append(_frame_to_float(frame))
     except av.FFmpegError as exn:
-        if not chunks:
-            raise DecodeError(f"cannot decode audio: {exn}") from exn
+        raise _decode_failure(exn, sum(chunk.shape[1] for chunk in chunks) / (stream.codec_context.sample_rate or 1)) from exn
     if not chunks:
         return np.zeros((stream.codec_context.channels or 1, 0), np.float32)
     return np.concatenate(chunks, axis=1)
+
+
+def _decode_failure(exn: av.FFmpegError, decoded_s: float, start_s: float = 0.0) -> DecodeError:
+    """The error for an FFmpeg failure `decoded_s` seconds into a decode that began at `start_s`."""
+    reason = exn.strerror or str(exn)
+    if decoded_s <= 0:
+        return DecodeError(f"cannot decode audio: {reason}")
+    return DamagedAudioError(f"damaged audio after {start_s + decoded_s:.2f} s: {reason}")
 
 
 def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:
@@ -267,8 +284,10 @@ class _open:
             raise DecodeError("empty file (0 bytes)")
         try:
             self.container = av.open(io.BytesIO(data), mode="r")
-        except (av.FFmpegError, UnicodeDecodeError, ValueError) as exn:
-            raise DecodeError(f"not a readable audio file: {exn}") from exn
+        except av.FFmpegError as exn:
+            raise DecodeError(f"not an audio file FFmpeg can read ({(exn.strerror or str(exn)).lower()})") from exn
+        except (UnicodeDecodeError, ValueError) as exn:
+            raise DecodeError(f"not an audio file FFmpeg can read ({exn})") from exn
 
     def __enter__(self):
         return self.container

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 import streamgenre
 from streamgenre.audio import AudioInfo, probe
-from streamgenre.errors import DecodeError, InputError
+from streamgenre.errors import DamagedAudioError, DecodeError, InputError
 from streamgenre.shards import (
     INDEX_NAME,
     REJECTED_NAME,
@@ -63,6 +63,7 @@ OVER_CAP = "over --max-per-genre"
 UNREADABLE = "unreadable"
 EMPTY_FILE = "empty file"
 NO_AUDIO = "no decodable audio"
+DAMAGED = "damaged audio"
 TOO_SHORT = "too short"
 REJECTED_COLUMNS = ("path", "track_id", "genre", "reason", "detail")
 
@@ -322,6 +323,8 @@ def _probe_track(track: Track, min_duration_s: Seconds) -> _Probed | Rejection:
         return Rejection.of(track, EMPTY_FILE, "0 bytes")
     try:
         info = probe(data)
+    except DamagedAudioError as exn:
+        return Rejection.of(track, DAMAGED, str(exn))
     except DecodeError as exn:
         return Rejection.of(track, NO_AUDIO, str(exn))
     if info.duration_s < min_duration_s:

@@ -171,3 +171,14 @@ def test_negative_workers_is_an_input_error(packed):
 
     with pytest.raises(InputError, match="--workers must be >= 0"):
         make_loader(open_split(str(packed[0]), "train"), StreamConfig(), workers=-1)
+
+
+def test_a_clip_damaged_inside_the_window_is_a_counted_skip(chord_mp3):
+    from streamgenre.stream import _Skipped
+    from tests.test_audio import damage_middle
+
+    sample = {"__key__": "k", "__url__": "u", "json": b'{"genre": "folk", "duration_s": 8.0}', "mp3": damage_middle(chord_mp3)}
+    whole = StreamConfig(whole_clips=True)
+    for config in (StreamConfig(offset_s=3.0, duration_s=3.0), StreamConfig(offset_s=3.0, duration_s=3.0, resample="cpu"), whole):
+        (item,) = decode_windows([sample], {"folk": 0}, config, random.Random(0))
+        assert isinstance(item, _Skipped) and "damaged audio after" in item.reason
