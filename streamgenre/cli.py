@@ -1,7 +1,9 @@
 """The `streamgenre` command line: options -> config -> one library call -> a printed summary.
 
 The only broad catch in the package lives here: a `StreamgenreError` becomes one line on stderr
-and exit code 2; Ctrl-C exits 130. Heavy imports happen inside commands so `--help` is instant.
+and exit code 2; any other exception becomes one line too, with a hint to rerun with
+``streamgenre --debug`` for its traceback; Ctrl-C exits 130. Heavy imports happen inside
+commands so `--help` is instant.
 """
 
 from __future__ import annotations
@@ -23,13 +25,27 @@ app = typer.Typer(
 )
 
 
+_OPTIONS = {"debug": False}  # set by the app callback, read by `friendly_errors`
+
+
 @app.callback()
-def main() -> None:
-    """Train and run music-genre classifiers on MP3s streamed from WebDataset shards."""
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Print the full traceback of an unexpected error instead of one line (give it before the command)."),
+) -> None:
+    """Train and run music-genre classifiers on MP3s streamed from WebDataset shards.
+
+    Errors are one line on stderr (exit 2); `streamgenre --debug COMMAND ...` shows the traceback
+    of an unexpected one.
+    """
+    _OPTIONS["debug"] = debug
 
 
 def friendly_errors(command):
-    """Turn domain errors into one line on stderr (exit 2) and Ctrl-C into exit 130."""
+    """Turn any error into one line on stderr (exit 2) and Ctrl-C into exit 130.
+
+    A domain error is printed as it is; an unexpected one gets its type and a hint to rerun
+    with ``--debug``, which lets it through with its traceback.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -41,8 +57,25 @@ def friendly_errors(command):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except _TYPER_EXITS:
+            raise  # typer's own exits and usage errors (typer.Exit is a RuntimeError)
+        except Exception as exn:  # the last resort: one line, the traceback on request
+            if _OPTIONS["debug"]:
+                raise
+            typer.echo(f"error: {_one_line(exn)} (rerun as `streamgenre --debug {command.__name__} ...` for the traceback)", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+_TYPER_EXITS = (typer.Exit, typer.Abort, typer.BadParameter)
+
+
+def _one_line(exn: Exception) -> str:
+    if isinstance(exn, OSError) and exn.strerror:
+        return f"{exn.strerror}: {exn.filename}" if exn.filename else exn.strerror
+    text = " ".join(str(exn).split())
+    return f"unexpected {type(exn).__name__}" + (f": {text[:300]}" if text else "")
 
 
 def _fail(message: str) -> None:
