@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import io
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -117,6 +120,63 @@ def decode_full_native(data: bytes, mono: bool = True) -> tuple[torch.Tensor, in
         stream = _audio_stream(container)
         samples = _frames_to_array(container.decode(stream), stream)
         return torch.from_numpy(_finish(samples, mono)), stream.codec_context.sample_rate
+
+
+def decode_blocks(source: bytes | str | Path, sample_rate: int | None = None) -> tuple[int, Iterator[np.ndarray]]:
+    """Open a file (or bytes) and decode it block by block: mono float32, at its own rate or resampled.
+
+    Nothing but the block being decoded is held, so memory does not grow with the file's length
+    (`predict` cuts windows out of a stream of hours). The blocks are the samples `decode_full`
+    (`sample_rate` given) or `decode_full_native` (None) would return, cut into pieces.
+
+    Returns:
+        ``(rate, blocks)``: the rate of the blocks, and a generator of ``(samples,)`` arrays that
+        closes the file when it ends or is closed.
+
+    Raises:
+        DecodeError: not an audio file (at once); the generator raises it, or `DamagedAudioError`,
+            when decoding fails part-way.
+        OSError: the file cannot be read.
+    """
+    opened = _open(source)
+    try:
+        stream = _audio_stream(opened.container)
+    except DecodeError:
+        opened.container.close()
+        raise
+    native = stream.codec_context.sample_rate
+    rate = native if sample_rate is None else sample_rate
+    return rate, _blocks(opened.container, stream, native, rate)
+
+
+def _blocks(container, stream, native: int, rate: int) -> Iterator[np.ndarray]:
+    resampler = None if rate == native else av.AudioResampler(format="flt", layout="mono", rate=rate)
+    decoded = 0
+    with container:
+        try:
+            for frame in container.decode(stream):
+                mono = np.ascontiguousarray(_frame_to_float(frame).mean(axis=0), dtype=np.float32)
+                decoded += frame.samples
+                if resampler is None:
+                    yield mono
+                else:
+                    yield from _resampled(resampler, mono, native)
+        except av.FFmpegError as exn:
+            raise _decode_failure(exn, decoded / native) from exn
+        if resampler is not None:
+            yield from _resampled(resampler, None, native)
+
+
+def _resampled(resampler: av.AudioResampler, mono: np.ndarray | None, from_rate: int) -> Iterator[np.ndarray]:
+    """Feed one block (None: flush) through a stateful resampler, as `resample` does."""
+    if mono is None:
+        outputs = resampler.resample(None)
+    else:
+        frame = av.AudioFrame.from_ndarray(mono[None, :], format="flt", layout="mono")
+        frame.sample_rate = from_rate
+        outputs = resampler.resample(frame)
+    for out in outputs:
+        yield out.to_ndarray()[0]
 
 
 def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -277,13 +337,23 @@ def _stream_origin(stream) -> Fraction:
 
 
 class _open:
-    """Open bytes as a PyAV container, turning any failure into a `DecodeError`."""
+    """Open bytes (or a file, read as needed) as a PyAV container, turning any failure into a `DecodeError`.
 
-    def __init__(self, data: bytes):
-        if not data:
+    Raises:
+        OSError: a file that cannot be read.
+    """
+
+    def __init__(self, data: bytes | str | Path):
+        if isinstance(data, (str, Path)):
+            with open(data, "rb") as readable:  # a missing or unreadable file: OSError, as for bytes read before
+                empty = not readable.read(1)
+            source = os.fspath(data)
+        else:
+            empty, source = not data, io.BytesIO(data)
+        if empty:
             raise DecodeError("empty file (0 bytes)")
         try:
-            self.container = av.open(io.BytesIO(data), mode="r")
+            self.container = av.open(source, mode="r")
         except av.FFmpegError as exn:
             raise DecodeError(f"not an audio file FFmpeg can read ({(exn.strerror or str(exn)).lower()})") from exn
         except (UnicodeDecodeError, ValueError) as exn:
