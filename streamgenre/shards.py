@@ -206,8 +206,18 @@ def read_index(directory: str | Path) -> ShardIndex:
     except FileNotFoundError as exn:
         raise ShardFormatError(f"{location} has no {INDEX_NAME}: is it a directory made by `streamgenre pack`?") from exn
     except (OSError, ValueError) as exn:
-        raise ShardFormatError(f"cannot read {location}/{INDEX_NAME}: {exn}") from exn
+        raise ShardFormatError(f"cannot read {member_url(location, INDEX_NAME)}: {_failure(exn)}") from exn
     return ShardIndex.from_dict(data)
+
+
+_PIPE_EXIT = re.compile(r"\): exit (-?\d+) \(")
+
+
+def _failure(exn: Exception) -> str:
+    """An error's text; a failed ``pipe:`` command (webdataset prints its arguments) as its exit status."""
+    text = str(exn)
+    status = _PIPE_EXIT.search(text)
+    return f"the command exited with status {status.group(1)}" if status else text
 
 
 def shard_urls(directory: str | Path, index: ShardIndex, split: str) -> list[str]:
@@ -318,7 +328,7 @@ def verify_shard(url: str, entry: ShardEntry) -> ShardCheck:
     try:
         stream = _open_shard(url)
     except Exception as exn:  # noqa: BLE001 (gopen raises whatever its scheme raises; all mean "cannot open")
-        return ShardCheck(entry, 0, 0, "", f"cannot open: {exn}")
+        return ShardCheck(entry, 0, 0, "", f"cannot open: {_failure(exn)}")
     try:
         reader.stream = stream
         samples, tar_problem = _count_samples(reader)
@@ -326,13 +336,13 @@ def verify_shard(url: str, entry: ShardEntry) -> ShardCheck:
         if tar_problem:
             problems.append(tar_problem)
     except Exception as exn:  # noqa: BLE001 (a failing pipe or connection, mid-stream)
-        problems.append(f"read failed after {reader.size} bytes: {exn}")
+        problems.append(f"read failed after {reader.size} bytes: {_failure(exn)}")
         samples = 0
     finally:
         try:
             stream.close()
         except Exception as exn:  # noqa: BLE001 (webdataset's pipes report a failed command when closed)
-            problems.append(f"read failed: {exn}")
+            problems.append(f"read failed: {_failure(exn)}")
     sha256 = reader.digest.hexdigest()
     if reader.size != entry.size_bytes:
         problems.append(f"{reader.size} bytes, index.json says {entry.size_bytes}")

@@ -38,6 +38,7 @@ _ID_HASH_CHARS = 8
 UNREADABLE = "unreadable"
 HIDDEN = "hidden"
 NOT_IN_GENRE = "not in a genre folder"
+LINKED = "link into SOURCE"
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,9 @@ def _genre_folders(root: Path) -> Iterator[Track]:
             found.append((entry, None, Path(entry.name), (HIDDEN, "names starting with '.' are not packed")))
         elif entry not in folders:
             found.append((entry, None, Path(entry.name), (NOT_IN_GENRE, f"directly in SOURCE; put it in {root}/<genre>/ to pack it")))
+    genre_roots = frozenset(folder.resolve() for folder in folders)
     for folder in folders:
-        found += [(path, folder.name, path.relative_to(folder), problem) for path, problem in _walk(folder, {folder.resolve()})]
+        found += [(path, folder.name, path.relative_to(folder), problem) for path, problem in _walk(folder, genre_roots, {folder.resolve()})]
     ids = _unique_ids([(genre, relative) for _, genre, relative, problem in found if problem is None])
     for path, genre, relative, problem in found:
         track_id = ids[genre, relative] if problem is None else ""
@@ -141,10 +143,11 @@ def _sorted_entries(folder: Path) -> list[Path]:
         return sorted(Path(entry.path) for entry in listing)
 
 
-def _walk(folder: Path, seen: set[Path]) -> Iterator[tuple[Path, tuple[str, str] | None]]:
+def _walk(folder: Path, genre_roots: frozenset[Path], seen: set[Path]) -> Iterator[tuple[Path, tuple[str, str] | None]]:
     """Files below `folder` in path order, each with None or the problem that keeps it out.
 
-    Linked folders are followed (once: `seen` holds the real paths already walked).
+    A linked folder is followed, unless it leads into a genre folder (its files are packed
+    from there, under their own genre) or back up the walk (`seen`: the real paths walked).
     """
     try:
         entries = _sorted_entries(folder)
@@ -158,8 +161,10 @@ def _walk(folder: Path, seen: set[Path]) -> Iterator[tuple[Path, tuple[str, str]
             real = path.resolve()
             if real in seen:
                 yield path, (UNREADABLE, f"a link to {real}, a folder already read")
-                continue
-            yield from _walk(path, seen | {real})
+            elif path.is_symlink() and any(real == root or root in real.parents for root in genre_roots):
+                yield path, (LINKED, f"a link to {real}, packed from there under its own genre")
+            else:
+                yield from _walk(path, genre_roots, seen | {real})
         elif path.is_file():
             yield path, None
         else:

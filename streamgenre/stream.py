@@ -167,12 +167,18 @@ def read_shards(sources: Iterable[dict], expected: dict[str, int] | None = None)
                 count += 1
                 yield sample
         except (OSError, tarfile.TarError, ValueError, EOFError) as exn:
-            yield _Fatal(f"cannot read shard {url}: {exn}")
+            yield _Fatal(f"cannot read shard {url}: {_reason(exn)}")
             return
         wanted = None if expected is None else expected.get(url)
         if wanted is not None and count != wanted:
             yield _Fatal(f"shard {url} is damaged: {count} samples read, index.json lists {wanted}; check it with `streamgenre info --verify`")
             return
+
+
+def _reason(exn: Exception) -> str:
+    """The cause of a read failure, without the stream reprs webdataset appends to its arguments."""
+    first = str(exn.args[0]) if exn.args and isinstance(exn, (tarfile.TarError, EOFError)) else str(exn)
+    return first.split(" @ <", 1)[0] or type(exn).__name__
 
 
 def decode_windows(

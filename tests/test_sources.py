@@ -113,6 +113,15 @@ def test_unreadable_folders_and_broken_links_are_listed_not_dropped(tmp_path, mo
     assert problems["loop"][0] == "unreadable" and "already read" in problems["loop"][1]
 
 
+def test_a_link_into_another_genre_is_listed_not_packed_twice(tmp_path):
+    _files(tmp_path, "src/Rock/a.mp3", "src/Jazz/b.mp3", "outside/c.mp3")
+    (tmp_path / "src" / "Rock" / "jazz too").symlink_to(tmp_path / "src" / "Jazz")
+    (tmp_path / "src" / "Rock" / "more").symlink_to(tmp_path / "outside")
+    tracks = list(discover(tmp_path / "src"))
+    assert sorted((track.genre, track.track_id) for track in tracks if not track.problem) == [("Jazz", "b"), ("Rock", "a"), ("Rock", "more_c")]
+    assert [track.problem[0] for track in tracks if track.path.name == "jazz too"] == ["link into SOURCE"]
+
+
 def test_manifest_resolves_relative_paths_and_reads_optional_columns(tmp_path):
     elsewhere = tmp_path / "elsewhere.mp3"
     manifest = tmp_path / "lists" / "manifest.csv"
