@@ -8,7 +8,10 @@ Memory is bounded whatever the file's length: at most `WINDOWS_PER_FORWARD` wind
 model's activations for them, plus about one window and one hop of decoded audio and the block
 being decoded. Only the window probabilities (windows x classes floats: 1200 x 8 x 4 bytes for
 an hour heard in 3-s windows) grow with the file. With ``--windows N`` the file is decoded twice:
-once to measure its length, once to cut the N windows.
+once to measure its length, once to cut the N windows. Measured on a CPU with the paper's CNN
+and 44.1 kHz stereo MP3s: peak RSS 1.36 GB for 10 minutes and 1.41 GB for 60 (0.57 GB for one
+30-s clip; before streaming, 3.6 GB for 10 minutes), nearly all of it the model's activations
+for 64 windows.
 """
 
 from __future__ import annotations
@@ -48,13 +51,16 @@ class FilePrediction:
 
 
 def expand_inputs(arguments: Iterable[str], stdin_lines: Iterable[str] = ()) -> list[Path]:
-    """Files as given, folders as the audio files under them (sorted), ``-`` as paths read from stdin."""
+    """Files as given, folders as the audio files under them (sorted), ``-`` as paths read from stdin.
+
+    A broken link with an audio suffix is kept, so that it gets an error line instead of vanishing.
+    """
     paths: list[Path] = []
     for argument in arguments:
         if argument == "-":
             paths += [Path(line.strip()) for line in stdin_lines if line.strip()]
         elif Path(argument).is_dir():
-            paths += sorted(p for p in Path(argument).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            paths += sorted(p for p in Path(argument).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and (p.is_file() or p.is_symlink()))
         else:
             paths.append(Path(argument))
     if not paths:

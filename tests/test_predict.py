@@ -156,3 +156,11 @@ def test_a_non_audio_file_says_so_with_its_path(run, tmp_path):
     result = CliRunner().invoke(app, ["predict", str(run), str(tmp_path / "notes.mp3")])
     assert result.exit_code == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'notes.mp3'}: not an audio file FFmpeg can read (invalid data found when processing input)"
+
+
+def test_a_broken_link_in_a_folder_gets_an_error_line(tmp_path):
+    from streamgenre.predict import expand_inputs
+
+    (tmp_path / "gone.mp3").symlink_to(tmp_path / "nowhere.mp3")
+    (tmp_path / "notes.txt").write_text("not audio")
+    assert expand_inputs([str(tmp_path)]) == [tmp_path / "gone.mp3"]
