@@ -209,6 +209,7 @@ def pack(config: PackConfig, progress: bool = True) -> PackReport:
         try:
             with _worker_pool(config.workers or _usable_cores()) as pool:
                 probed = _probe_all(chosen, config.min_duration_s, pool, rejected, progress)
+                labels = _labels_with_clips(labels, probed)
                 jobs = _plan_shards(probed, labels, config, staging)
                 entries = _write_shards(jobs, pool, progress)
             index = ShardIndex(labels, _count(jobs, labels), entries, config.options(), streamgenre.__version__)
@@ -475,6 +476,15 @@ def _probe_track(track: Track, min_duration_s: Seconds) -> _Probed | Rejection:
     if info.duration_s < min_duration_s:
         return Rejection.of(track, TOO_SHORT, f"{info.duration_s:.3f} s of audio, under --min-duration {min_duration_s:g} s")
     return _Probed(track, info, len(data))
+
+
+def _labels_with_clips(labels: list[str], probed: list[_Probed]) -> list[str]:
+    """Drop (and say so) the genres none of whose files could be packed: a model cannot learn an empty class."""
+    present = {item.track.genre for item in probed}
+    empty = [genre for genre in labels if genre not in present]
+    if empty:
+        log.warning("no file of %s could be packed (see rejected.csv): left out of the labels", ", ".join(map(repr, empty)))
+    return [genre for genre in labels if genre in present]
 
 
 # -- shard plan and writing ------------------------------------------------------------------

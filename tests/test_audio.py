@@ -58,7 +58,7 @@ def test_native_window_keeps_rate_and_channels(stereo_44k_mp3):
 
 
 def test_broken_files_raise_decode_error(tmp_path, chord_mp3):
-    for kind, path in write_broken_files(tmp_path, chord_mp3).items():
+    for path in write_broken_files(tmp_path, chord_mp3).values():
         with pytest.raises(DecodeError):
             probe(path.read_bytes())
 

@@ -455,3 +455,27 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_genre_with_no_packable_file_is_left_out_of_the_labels(tiny_corpus, tmp_path, caplog):
+    source = tmp_path / "music"
+    shutil.copytree(tiny_corpus, source)
+    (source / "old shards").mkdir()
+    (source / "old shards" / "train-000000.tar").write_bytes(b"not audio" * 100)
+    with caplog.at_level("WARNING", logger="streamgenre.pack"):
+        report = pack(PackConfig(source=source, out=tmp_path / "out", workers=1), progress=False)
+    assert report.index.labels == ["ambient", "electronic", "rock"] and "'old shards'" in caplog.text
+    assert _rejected(tmp_path / "out") == {"train-000000.tar": "no decodable audio"}
+
+
+def test_a_pack_killed_while_replacing_dir_gets_the_old_dir_back(tiny_corpus, tmp_path, caplog):
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+    retired = tmp_path / f".shards.old-{dead}-0123abcd"
+    retired.mkdir()
+    (retired / INDEX_NAME).write_text("{}")
+    with caplog.at_level("WARNING", logger="streamgenre.pack"), pytest.raises(InputError, match="not empty"):
+        pack(PackConfig(source=tiny_corpus, out=tmp_path / "shards", workers=1), progress=False)
+    assert (tmp_path / "shards" / INDEX_NAME).read_text() == "{}" and "restored" in caplog.text
