@@ -254,7 +254,7 @@ def _make_staging(out: Path) -> Path:
         staging = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         staging.mkdir()
     except OSError as exn:
-        raise InputError(f"cannot write to --out {out}: {exn.strerror or exn}") from None
+        raise InputError(f"cannot write to --out {out} (a pack is written beside it, in {out.parent}, then moved): {exn.strerror or exn}") from None
     try:
         (staging / _OWNER_NAME).write_text(json.dumps(_owner()))
     except OSError as exn:
