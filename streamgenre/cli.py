@@ -57,6 +57,10 @@ def friendly_errors(command):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except SystemExit as exn:
+            if exn.code == _TERMINATED:  # pack turns SIGTERM into this, after cleaning up
+                typer.echo("terminated", err=True)
+            raise
         except _TYPER_EXITS:
             raise  # typer's own exits and usage errors (typer.Exit is a RuntimeError)
         except Exception as exn:  # the last resort: one line, the traceback on request
@@ -69,6 +73,7 @@ def friendly_errors(command):
 
 
 _TYPER_EXITS = (typer.Exit, typer.Abort, typer.BadParameter)
+_TERMINATED = 128 + 15  # SIGTERM's exit status
 
 
 def _one_line(exn: Exception) -> str:
