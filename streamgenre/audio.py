@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 from streamgenre.errors import DamagedAudioError, DecodeError
+from streamgenre.paper import PAPER_SAMPLE_RATE
 from streamgenre.units import Seconds
 
-# The paper resamples to librosa's default rate before drawing the mel spectrogram.
-PAPER_SAMPLE_RATE = 22050
 # Decode this much audio before the window: an MP3 frame after a seek can lean on the bit
 # reservoir of earlier frames, and the resampler's filter needs context on both sides.
 _MARGIN_S = 0.1

@@ -37,8 +37,10 @@ from streamgenre.audio import PAPER_SAMPLE_RATE, decode_window, decode_window_na
 from streamgenre.dist import check_device_name, resolve_device
 from streamgenre.errors import DecodeError, InputError, ShardFormatError
 from streamgenre.frontend import FrontendConfig, MelFrontend
-from streamgenre.model import GenreClassifier, ModelConfig, PaperCNN
+from streamgenre.model import GenreClassifier, ModelConfig
+from streamgenre.models.paper import PaperCNN
 from streamgenre.pack import PackConfig, pack
+from streamgenre.paper import PAPER_LR
 from streamgenre.plots import plot_bars
 from streamgenre.shards import (
     AUDIO_MEMBER,
@@ -59,7 +61,6 @@ from streamgenre.stream import (
     make_loader,
     read_shards,
 )
-from streamgenre.train import PAPER_LR
 from streamgenre.units import Seconds
 
 ItemT = TypeVar("ItemT")

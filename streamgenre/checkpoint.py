@@ -1,26 +1,53 @@
-"""Self-describing checkpoints: weights plus everything needed to rebuild and feed the model.
+"""Self-describing checkpoints: weights plus the inference contract needed to rebuild and feed the model.
 
-A checkpoint alone can predict: it carries the model config (frontend settings included), the
-label names and the window the model was trained on. Saved atomically, never half-written.
+A checkpoint alone can predict: it carries the model config (backbone, frontend, augmentation)
+and an `InferenceSpec` (labels, window, sample rate, where to resample). It is saved atomically,
+never half-written, and loaded with `torch.load(weights_only=True)`, so a checkpoint from
+anywhere cannot run code: only tensors and plain Python values come back.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+import pickle
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from streamgenre import __version__
-from streamgenre.errors import CheckpointError
+from streamgenre.errors import CheckpointError, InputError
+from streamgenre.frontend import config_from_dict
 from streamgenre.model import GenreClassifier, ModelConfig
-from streamgenre.stream import StreamConfig
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: an "spec" entry; 1 (read only): the loader's config under "stream"
 LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"
+# Format-1 checkpoints kept numpy's RNG state; these rebuild its array and nothing else.
+_LEGACY_SAFE_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """How to feed a trained model: what it was trained to hear, and what its outputs mean.
+
+    `offset_s` is the training window's start (None: random windows), the single-window
+    default of `evaluate`; `resample` says whether audio reaches the model at the file's own
+    rate ("device") or at `sample_rate` ("cpu").
+    """
+
+    labels: list[str]
+    window_s: float
+    sample_rate: int
+    resample: str
+    offset_s: float | None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InferenceSpec:
+        """Rebuild from `asdict` output; unknown or missing keys raise `InputError`."""
+        return config_from_dict(cls, data)
 
 
 def save_checkpoint(path: Path, bundle: dict[str, Any]) -> None:
@@ -33,14 +60,13 @@ def save_checkpoint(path: Path, bundle: dict[str, Any]) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def make_bundle(model: GenreClassifier, labels: list[str], stream: StreamConfig, **state: Any) -> dict[str, Any]:
-    """The dict saved in a checkpoint: format, version, configs, labels, weights and `state`."""
+def make_bundle(model: GenreClassifier, spec: InferenceSpec, **state: Any) -> dict[str, Any]:
+    """The dict saved in a checkpoint: format, version, model config, inference spec, weights and `state`."""
     return {
         "format": CHECKPOINT_FORMAT,
         "version": __version__,
         "model_config": model.config.to_dict(),
-        "labels": list(labels),
-        "stream": asdict(stream),
+        "spec": asdict(spec),
         "model": model.state_dict(),
         **state,
     }
@@ -50,16 +76,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint bundle on the CPU; a run directory means its best.pt (else last.pt).
 
     Raises:
-        CheckpointError: missing, unreadable or of another format.
+        CheckpointError: missing, unreadable, unsafe (it would run code) or of another format.
     """
     path = resolve_checkpoint(Path(path))
     try:
-        bundle = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError) as exn:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exn}") from exn
-    if not isinstance(bundle, dict) or bundle.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a streamgenre checkpoint of format {CHECKPOINT_FORMAT}")
+        with torch.serialization.safe_globals(_LEGACY_SAFE_GLOBALS):
+            bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exn:
+        raise CheckpointError(f"{path} is not a plain streamgenre checkpoint: it holds objects that could run code when loaded ({_first_line(exn)}); refusing to load it") from exn
+    except (OSError, RuntimeError, EOFError, ValueError, UnicodeDecodeError) as exn:
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exn)}") from exn
+    if not isinstance(bundle, dict) or bundle.get("format") not in (1, CHECKPOINT_FORMAT):
+        raise CheckpointError(f"{path} is not a streamgenre checkpoint of format 1 or {CHECKPOINT_FORMAT}")
     return bundle
+
+
+def _first_line(exn: BaseException) -> str:
+    lines = [line.strip() for line in str(exn).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exn).__name__
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -74,24 +108,46 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
+def bundle_spec(bundle: dict[str, Any]) -> InferenceSpec:
+    """The bundle's inference spec; format-1 bundles derive it from their loader config."""
+    if "spec" in bundle:
+        return InferenceSpec.from_dict(bundle["spec"])
+    stream = bundle["stream"]
+    return InferenceSpec(list(bundle["labels"]), stream["duration_s"], stream["sample_rate"], stream["resample"], stream["offset_s"])
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model ready for inference, with the facts needed to feed it."""
 
     model: GenreClassifier
-    labels: list[str]
-    stream: StreamConfig
+    spec: InferenceSpec
     path: Path
     shards: str | None  # where it was trained, for evaluating on the same packed data
+
+    @property
+    def labels(self) -> list[str]:
+        """Genre names in output order."""
+        return self.spec.labels
+
+
+def build_model(bundle: dict[str, Any], path: Path) -> GenreClassifier:
+    """The bundle's model with its weights loaded (still in training mode, on the CPU).
+
+    Raises:
+        CheckpointError: the config is unknown or the weights do not fit it.
+    """
+    try:
+        model = GenreClassifier(ModelConfig.from_dict(bundle["model_config"]))
+        model.load_state_dict(bundle["model"])
+    except (InputError, KeyError, RuntimeError, TypeError) as exn:
+        raise CheckpointError(f"{path}: the weights do not fit the model they describe: {_first_line(exn)}") from exn
+    return model
 
 
 def load_for_inference(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
     """Rebuild the model in eval mode on `device` from a checkpoint or run directory."""
     resolved = resolve_checkpoint(Path(path))
     bundle = load_checkpoint(resolved)
-    model = GenreClassifier(ModelConfig.from_dict(bundle["model_config"]))
-    model.load_state_dict(bundle["model"])
-    model.to(device).eval()
-    known = {f.name for f in fields(StreamConfig)}
-    stream = StreamConfig(**{k: v for k, v in bundle["stream"].items() if k in known})
-    return LoadedModel(model, bundle["labels"], stream, resolved, bundle.get("train_config", {}).get("shards"))
+    model = build_model(bundle, resolved).to(device).eval()
+    return LoadedModel(model, bundle_spec(bundle), resolved, bundle.get("train_config", {}).get("shards"))

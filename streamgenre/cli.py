@@ -109,7 +109,8 @@ def pack(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Decode every file, then pack the good ones into train/val/test WebDataset shards."""
-    from streamgenre.pack import PackConfig, pack as run_pack
+    from streamgenre.pack import PackConfig
+    from streamgenre.pack import pack as run_pack
     from streamgenre.units import parse_duration, parse_size
 
     config = PackConfig(
@@ -202,33 +203,63 @@ def _index_table(index) -> str:
 def train(
     shards: str = typer.Argument(..., help="Packed directory (or URL prefix) holding index.json and the shards."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/run-<time>]."),
-    offset: str = typer.Option("15s", help="Window start: 15s, 0:15, 0s (the paper), or 'random' per sample per epoch."),
+    recipe: str = typer.Option("modern", help="modern (many random windows, AdamW, cosine, mixup, SpecAugment) or paper (the study's loop exactly)."),
+    model: Optional[str] = typer.Option(None, help="paper (the study's CNN) or resnet (short-chunk ResNet) [default: paper]; see `streamgenre models`."),
+    width: Optional[int] = typer.Option(None, help="Width of models that have one (resnet: 32)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [default: the recipe's: modern 20, paper 20]."),
+    windows_per_clip: Optional[int] = typer.Option(None, help="Random windows per clip per epoch [default: the recipe's: modern 8, paper 1]."),
+    offset: Optional[str] = typer.Option(None, help="'random' windows, or one window at a fixed start such as 15s or 0:15 [default: the recipe's]."),
     duration: str = typer.Option("3s", help="Window length (the paper's 3 s)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size [default: the recipe's: modern 32, paper 25]."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate [default: the recipe's: modern 2e-3, paper 5e-4]."),
+    mixup: Optional[float] = typer.Option(None, help="Mixup Beta(alpha, alpha); 0 turns it off [default: the recipe's]."),
+    spec_augment: Optional[bool] = typer.Option(None, "--spec-augment/--no-spec-augment", help="Frequency and time masks on the mel [default: the recipe's]."),
+    val_windows: Optional[int] = typer.Option(None, help="Windows per clip for whole-clip validation and test [default: 10]."),
     genres: Optional[str] = typer.Option(None, help="Comma-separated subset of the packed genres, e.g. Rock,Hip-Hop,Folk."),
-    epochs: int = typer.Option(20, help="Epochs (the paper's 20)."),
-    batch_size: int = typer.Option(25, help="Batch size (the paper's 25)."),
-    lr: float = typer.Option(5e-4, help="Adam learning rate (the paper's 5e-4)."),
     workers: Optional[int] = typer.Option(None, help="Loader worker processes [default: one per CPU core]."),
     seed: int = typer.Option(0, help="Seed for weights, shard order and random windows."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision [default: on with CUDA]."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last.pt."),
-    shuffle_buffer: int = typer.Option(64, help="Samples held for shuffling in each loader worker."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last.pt, with its own settings."),
+    shuffle_buffer: int = typer.Option(64, help="Clips held for shuffling in each loader worker."),
     max_skip_fraction: float = typer.Option(0.01, help="Stop when more than this fraction of samples fails to decode."),
     resample: str = typer.Option("device", help="Resample on the 'device' inside the model, or on the 'cpu' in the loader."),
     sync_bn: bool = typer.Option(False, help="Under torchrun: synchronise batch-norm statistics across processes."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
-    """Train the paper's CNN on streamed shards (under torchrun: on every process)."""
-    from streamgenre.train import TrainConfig, train as run_training
+    """Train a genre classifier on streamed shards (under torchrun: on every process)."""
+    from dataclasses import replace
 
+    from streamgenre.augment import AugmentConfig
+    from streamgenre.model import DEFAULT_MODEL
+    from streamgenre.recipes import recipe_named
+    from streamgenre.train import TrainConfig
+    from streamgenre.train import train as run_training
+    from streamgenre.units import parse_duration
+
+    base = recipe_named(recipe)
+    chosen = base.with_options(
+        epochs=epochs,
+        windows_per_clip=windows_per_clip,
+        offset_s=_parse_offset(offset, base.offset_s),
+        batch_size=batch_size,
+        lr=lr,
+        mixup_alpha=mixup,
+        val_windows=val_windows,
+        augment=None if spec_augment is None else (replace(recipe_named("modern").augment) if spec_augment else AugmentConfig()),
+    )
+    if offset is not None and _parse_offset(offset, None) is not None and windows_per_clip is None:
+        chosen = replace(chosen, windows_per_clip=1)  # a fixed offset is one window
     config = TrainConfig(
         shards=shards,
         out=out or _default_run_dir(),
-        stream=_stream_config(offset, duration, batch_size, shuffle_buffer, seed, resample),
+        recipe=chosen,
+        model=model or DEFAULT_MODEL,
+        width=width,
+        duration_s=parse_duration(duration),
+        resample=resample,
+        shuffle_buffer=shuffle_buffer,
         genres=_split_list(genres),
-        epochs=epochs,
-        lr=lr,
         workers=workers,
         seed=seed,
         device=device,
@@ -244,19 +275,26 @@ def train(
         _print_training(result)
 
 
-def _stream_config(offset: str, duration: str, batch_size: int, shuffle_buffer: int, seed: int, resample: str):
-    from streamgenre.stream import StreamConfig
+def _parse_offset(text: Optional[str], default):
+    """``random`` -> None (random windows), a duration -> seconds, nothing -> `default`."""
     from streamgenre.units import parse_duration
 
-    offset_s = None if offset.strip().lower() == "random" else parse_duration(offset)
-    return StreamConfig(
-        offset_s=offset_s,
-        duration_s=parse_duration(duration),
-        batch_size=batch_size,
-        shuffle_buffer=shuffle_buffer,
-        seed=seed,
-        resample=resample,
-    )
+    if text is None:
+        return default
+    return None if text.strip().lower() == "random" else parse_duration(text)
+
+
+@app.command()
+def models() -> None:
+    """List the models `train --model` knows, with parameters and compute per 3-s window."""
+    from streamgenre.model import ModelConfig, describe_model
+    from streamgenre.models import model_names, model_spec
+
+    typer.echo(f"{'model':<10}{'parameters':>12}{'GFLOPs/window':>15}  description")
+    for name in model_names():
+        facts = describe_model(ModelConfig(n_classes=8, name=name))
+        typer.echo(f"{name:<10}{facts.parameters:>12,}{facts.backbone_gflops:>15.2f}  {model_spec(name).summary}")
+    typer.echo("parameters for 8 genres; GFLOPs of the backbone per 3-s window, plus 1.13 in the shared mel frontend")
 
 
 def _default_run_dir() -> Path:
@@ -288,11 +326,15 @@ def _print_training(result) -> None:
     if not result.history:
         return
     last = result.history[-1]
-    typer.echo(f"trained {len(result.history)} epochs in {result.elapsed_s:.0f} s ({result.train_clips_per_s:.1f} clips/s)")
-    typer.echo(f"last epoch: train accuracy {last['train_accuracy']:.3f}" + (f", val accuracy {last['val_accuracy']:.3f}" if "val_accuracy" in last else ""))
+    windows = sum(row["train_windows"] for row in result.history)
+    typer.echo(f"trained {len(result.history)} epochs in {result.elapsed_s:.0f} s ({windows} windows, {result.train_windows_per_s:.1f} windows/s while training)")
+    typer.echo(f"last epoch: train accuracy {last['train_accuracy']:.3f}" + (f", val whole-clip accuracy {last['val_accuracy']:.3f}" if "val_accuracy" in last else ""))
+    if result.best_val_accuracy is not None:
+        typer.echo(f"best epoch {result.best_epoch}: val whole-clip accuracy {result.best_val_accuracy:.3f} (best.pt)")
     if result.test is not None:
-        typer.echo(f"test accuracy {result.test['accuracy']:.3f}, macro-F1 {result.test['macro_f1']:.3f} (best checkpoint)")
-    typer.echo(f"outputs in {result.run_dir}: best.pt, last.pt, history.csv, loss.png, accuracy.png" + (", confusion_matrix.png, report.txt" if result.test else ""))
+        test = result.test
+        typer.echo(f"test: whole-clip accuracy {test['accuracy']:.3f}, single-window accuracy {test['window_accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} (best checkpoint)")
+    typer.echo(f"outputs in {result.run_dir}: best.pt, last.pt, history.json, history.csv, loss.png, accuracy.png" + (", report.json, report.txt, confusion_matrix.png" if result.test else ""))
 
 
 # -- evaluate / predict ----------------------------------------------------------------------
@@ -314,8 +356,6 @@ def evaluate(
     from streamgenre.evaluate import EvaluateConfig, evaluate_run, format_report
     from streamgenre.units import parse_duration
 
-    if windows is not None and hop is not None:
-        _fail("give --windows or --hop, not both")
     config = EvaluateConfig(
         run=run,
         shards=shards,
@@ -358,7 +398,7 @@ def predict(
     paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
     target = resolve_device(device)
     loaded = load_for_inference(checkpoint, target)
-    plan = _window_plan_for(loaded.stream.duration_s, windows, hop or (None if windows else f"{loaded.stream.duration_s}s"), vote)
+    plan = _window_plan_for(loaded.spec.window_s, windows, hop or (None if windows else f"{loaded.spec.window_s}s"), vote)
     failed = 0
     for result in predict_files(loaded, paths, plan, top, target):
         failed += result.error is not None
@@ -377,12 +417,93 @@ def predict(
 
 
 def _window_plan_for(duration_s: float, windows: Optional[int], hop: Optional[str], vote: str):
-    from streamgenre.evaluate import WindowPlan
     from streamgenre.units import parse_duration
+    from streamgenre.windows import WindowPlan
 
-    if windows is not None and hop is not None:
-        _fail("give --windows or --hop, not both")
     return WindowPlan(duration_s=duration_s, windows=windows, hop_s=parse_duration(hop) if hop else None, vote=vote)
+
+
+# -- export / tag ----------------------------------------------------------------------------
+@app.command()
+@friendly_errors
+def export(
+    run: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (needs the export extra) or torchscript."),
+    out: Optional[Path] = typer.Option(None, "--out", help="File to write (default: model.onnx or model.torchscript.pt beside the checkpoint)."),
+    sample_rate: Optional[int] = typer.Option(None, help="Rate of the waveforms the file takes (default: the run's); another rate builds the resampler into the file."),
+    check: Optional[list[Path]] = typer.Option(None, "--check", help="Audio file to check the export on, repeatable (default: synthetic clips)."),
+) -> None:
+    """Write the run as one ONNX or TorchScript file: mono waveforms in, genre probabilities out."""
+    from streamgenre.checkpoint import load_for_inference
+    from streamgenre.export import FORMATS, export_run
+
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    loaded = load_for_inference(run, "cpu")
+    target = out or loaded.path.parent / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
+    result = export_run(loaded, target, fmt, sample_rate, list(check or []))
+    meta, check_result = result.metadata, result.check
+    typer.echo(
+        f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {fmt}) in {result.seconds:.1f} s: "
+        f"float32 (batch, samples) mono at {meta['sample_rate']} Hz in, probabilities of {len(loaded.labels)} genres out; "
+        f"windows of {meta['window_seconds']} s"
+    )
+    runtime = "onnxruntime" if fmt == "onnx" else "torch.jit.load"
+    typer.echo(
+        f"checked with {runtime} on {check_result.windows} windows of {check_result.source}: "
+        f"max |p - p_pytorch| = {check_result.max_abs_diff:.1e} (tolerance {check_result.tolerance:.0e})"
+        + ("" if check_result.same_top else "; the top genre differs on some windows")
+    )
+
+
+@app.command()
+@friendly_errors
+def tag(
+    checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or a checkpoint file."),
+    inputs: list[str] = typer.Argument(..., help="Audio files (mp3, flac, ogg, opus, m4a), folders, or - for paths on stdin."),
+    write: bool = typer.Option(False, "--write", help="Write the tags (without it, only the plan is printed)."),
+    min_probability: float = typer.Option(0.0, help="Leave files whose top genre is less likely than this (0 to 1)."),
+    overwrite_existing: bool = typer.Option(False, "--overwrite-existing", help="Replace a genre the file already has."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write the plan as CSV: path, current genre, predicted genre, probability, action."),
+    json_lines: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Put each file's predicted genre into its own genre tag; exits 1 if any file could not be read or tagged."""
+    import csv
+    import json
+
+    from streamgenre.checkpoint import load_for_inference
+    from streamgenre.dist import resolve_device
+    from streamgenre.predict import expand_inputs
+    from streamgenre.tag import CSV_COLUMNS, ERROR, require_mutagen, tag_files
+
+    require_mutagen()
+    paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
+    target = resolve_device(device)
+    loaded = load_for_inference(checkpoint, target)
+    plan = _window_plan_for(loaded.spec.window_s, None, f"{loaded.spec.window_s}s", "mean")
+    rows = []
+    if not json_lines:
+        typer.echo(f"{'action':<18}{'prob.':>7}  {'predicted':<16}{'current':<16}path")
+    for row in tag_files(loaded, paths, plan, target, min_probability, overwrite_existing, write):
+        rows.append(row)
+        if row.error:
+            typer.echo(f"error: {row.path}: {row.error}", err=True)
+        if json_lines:
+            typer.echo(json.dumps(row.to_json()))
+        elif not row.error:
+            typer.echo(f"{row.action:<18}{row.probability:7.1%}  {row.predicted:<16}{row.current_text or '-':<16}{row.path}")
+    if csv_path is not None:
+        with open(csv_path, "w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(row.to_csv() for row in rows)
+    counts = {action: sum(row.action == action for row in rows) for action in dict.fromkeys(row.action for row in rows)}
+    summary = ", ".join(f"{count} {action}" for action, count in counts.items())
+    hint = "" if write or not counts.get("write") else "; nothing written: add --write to tag"
+    typer.echo(f"{len(rows)} files: {summary}{hint}" + (f"; plan in {csv_path}" if csv_path else ""), err=json_lines)
+    if counts.get(ERROR):
+        raise typer.Exit(1)
 
 
 # -- bench -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from streamgenre.errors import InputError
 from streamgenre.pack import PackConfig, PackReport, pack
+from streamgenre.recipes import PAPER
 from streamgenre.stream import StreamConfig, default_workers
 from streamgenre.synth import GENRES, write_clip
 from streamgenre.train import TrainConfig, TrainResult, train
@@ -65,7 +66,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
     report = pack(PackConfig(source=corpus, out=shards, val=0.1, test=0.2, seed=config.seed, workers=workers, overwrite=True, max_count=32), progress=config.progress)
     if run.exists():
         shutil.rmtree(run)  # a previous demo's run: the demo folder is ours to replace
-    result = train(TrainConfig(shards=str(shards), out=run, stream=config.stream, epochs=config.epochs, seed=config.seed, workers=workers, progress=config.progress))
+    recipe = PAPER.with_options(epochs=config.epochs, offset_s=config.stream.offset_s)
+    result = train(TrainConfig(shards=str(shards), out=run, recipe=recipe, seed=config.seed, workers=workers, progress=config.progress))
     return DemoResult(corpus, shards, run, report, result)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,37 +19,112 @@ from streamgenre.errors import InputError
 from streamgenre.plots import plot_confusion
 from streamgenre.shards import atomic_write
 from streamgenre.stream import Batch, SkipTally
+from streamgenre.windows import WindowPlan, combine_windows
+
+# Windows per forward pass when scoring whole clips: bounds memory whatever the plan or file length.
+WINDOWS_PER_FORWARD = 64
 
 
 @dataclass
 class Predictions:
-    """Class probabilities per sample, with the true labels and sample keys."""
+    """Class probabilities per clip, with the true labels and sample keys.
+
+    `window_hits` / `windows` count the single windows the model classified correctly on
+    their own, before combining, so one pass reports whole-clip and single-window accuracy.
+    """
 
     keys: list[str]
-    labels: np.ndarray  # (samples,) int64
-    probs: np.ndarray  # (samples, classes) float32
+    labels: np.ndarray  # (clips,) int64
+    probs: np.ndarray  # (clips, classes) float32
+    window_hits: int = 0
+    windows: int = 0
 
     @property
     def predicted(self) -> np.ndarray:
-        """Arg-max class per sample, (samples,)."""
+        """Arg-max class per clip, (clips,)."""
         return self.probs.argmax(axis=1)
 
 
+@dataclass
+class _Clip:
+    key: str
+    label: int
+    chunks_left: int
+    probs: list[torch.Tensor] = field(default_factory=list)
+
+
+class _ClipScorer:
+    """Feeds windows of many clips through the model in forwards of at most `max_windows`.
+
+    Windows queue up across clips (and batches) so small clips share a forward pass; each
+    clip's probabilities are combined once its last chunk has been scored.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, plan: WindowPlan, max_windows: int):
+        self.model, self.device, self.plan, self.max_windows = model, device, plan, max_windows
+        self.queue: list[tuple[_Clip, torch.Tensor]] = []
+        self.queued = 0
+        self.rate: int | None = None
+        self.done: list[_Clip] = []
+        self.window_hits = self.windows = 0
+
+    def add(self, batch: Batch) -> None:
+        """Queue every clip of `batch`, scoring whenever a forward's worth is waiting."""
+        for row, key in enumerate(batch.keys):
+            waveform = batch.waveforms[row]
+            count = len(self.plan.starts(waveform.shape[-1], batch.sample_rate))
+            clip = _Clip(key, int(batch.labels[row]), chunks_left=-(-count // self.max_windows))
+            for chunk in self.plan.chunks(waveform, batch.sample_rate, self.max_windows):
+                if self.rate != batch.sample_rate or self.queued + len(chunk) > self.max_windows:
+                    self.flush()
+                self.rate = batch.sample_rate
+                self.queue.append((clip, chunk))
+                self.queued += len(chunk)
+
+    def flush(self) -> None:
+        """Score the queued windows in one forward pass."""
+        if not self.queue:
+            return
+        windows = torch.cat([chunk for _, chunk in self.queue]).to(self.device, non_blocking=True)  # (windows, samples)
+        probs = torch.softmax(self.model(windows, sample_rate=self.rate).float(), dim=1).cpu()
+        for (clip, _), part in zip(self.queue, probs.split([len(chunk) for _, chunk in self.queue])):
+            clip.probs.append(part)
+            clip.chunks_left -= 1
+            if clip.chunks_left == 0:
+                self._finish(clip)
+        self.queue, self.queued = [], 0
+
+    def _finish(self, clip: _Clip) -> None:
+        window_probs = torch.cat(clip.probs)  # (windows, classes)
+        self.window_hits += int((window_probs.argmax(dim=1) == clip.label).sum())
+        self.windows += len(window_probs)
+        clip.probs = [combine_windows(window_probs, self.plan.vote)]
+        self.done.append(clip)
+
+
 @torch.inference_mode()
-def predict_batches(model: torch.nn.Module, batches: Iterable[Batch], device: torch.device, n_classes: int) -> Predictions:
-    """Run `model` in eval mode over `batches` and collect softmax probabilities."""
+def predict_clips(
+    model: torch.nn.Module, clips: Iterable[Batch], plan: WindowPlan, device: torch.device, n_classes: int, max_windows: int = WINDOWS_PER_FORWARD
+) -> Predictions:
+    """Score every clip of `clips` by the windows `plan` picks, at most `max_windows` per forward.
+
+    A batch row may be a whole clip (several planned windows) or a window the loader already
+    cut (a plan with neither `windows` nor `hop_s` hears it as it is): one loop serves both.
+    """
     model.eval()
-    keys, labels, probs = [], [], []
-    for batch in batches:
-        if not len(batch):
-            continue
-        logits = model(batch.waveforms.to(device, non_blocking=True), sample_rate=batch.sample_rate)
-        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-        labels.append(batch.labels.numpy())
-        keys.extend(batch.keys)
-    if not keys:
+    scorer = _ClipScorer(model, device, plan, max_windows)
+    for batch in clips:
+        scorer.add(batch)
+    scorer.flush()
+    if not scorer.done:
         return Predictions([], np.zeros(0, np.int64), np.zeros((0, n_classes), np.float32))
-    return Predictions(keys, np.concatenate(labels), np.concatenate(probs))
+    return Predictions(
+        [clip.key for clip in scorer.done],
+        np.array([clip.label for clip in scorer.done], dtype=np.int64),
+        torch.stack([clip.probs[0] for clip in scorer.done]).numpy(),
+        scorer.window_hits,
+        scorer.windows,
+    )
 
 
 def summarise(predictions: Predictions, label_names: list[str]) -> dict:
@@ -60,8 +135,9 @@ def summarise(predictions: Predictions, label_names: list[str]) -> dict:
     y_true, y_pred = predictions.labels, predictions.predicted
     report = classification_report(y_true, y_pred, labels=classes, target_names=label_names, output_dict=True, zero_division=0)
     return {
-        "samples": int(len(y_true)),
+        "samples": len(y_true),
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "window_accuracy": predictions.window_hits / predictions.windows if predictions.windows else None,
         "macro_f1": float(report["macro avg"]["f1-score"]),
         "per_class": {name: report[name] for name in label_names},
         "labels": label_names,
@@ -86,76 +162,6 @@ def write_report(summary: dict, json_path: Path, png_path: Path, title: str, tex
         with atomic_write(text_path) as stream:
             stream.write((format_report(summary) + "\n").encode())
     plot_confusion(np.array(summary["confusion_matrix"]), summary["labels"], png_path, title)
-
-
-def window_starts(length: int, window: int, windows: int | None = None, hop: int | None = None) -> list[int]:
-    """Start samples of the windows that cover a clip of `length` samples.
-
-    `windows` spreads that many windows evenly from the start to the last full window; `hop`
-    steps by that many samples instead, plus the last full window so the end is heard too. A
-    clip shorter than one window gives one start, 0.
-    """
-    last = max(0, length - window)
-    if windows is not None:
-        return [round(last * i / (windows - 1)) for i in range(windows)] if windows > 1 else [last // 2]
-    starts = list(range(0, last + 1, hop)) if hop else [0]
-    return starts if starts[-1] == last else [*starts, last]
-
-
-def slice_windows(waveform: torch.Tensor, window: int, starts: list[int]) -> torch.Tensor:
-    """Cut ``(samples,)`` into ``(len(starts), window)`` views, zero-padding a short clip."""
-    if waveform.shape[-1] < window:
-        waveform = torch.nn.functional.pad(waveform, (0, window - waveform.shape[-1]))
-    return torch.stack([waveform[start : start + window] for start in starts])  # (windows, window)
-
-
-def combine_windows(probs: torch.Tensor, vote: str) -> torch.Tensor:
-    """One clip's ``(windows, classes)`` probabilities -> ``(classes,)``: mean, or majority share."""
-    if vote == "majority":
-        return torch.bincount(probs.argmax(dim=1), minlength=probs.shape[1]).float() / probs.shape[0]
-    return probs.mean(dim=0)
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """How a whole clip is heard: windows of `duration_s`, either `windows` of them or every `hop_s`."""
-
-    duration_s: float
-    windows: int | None = None
-    hop_s: float | None = None
-    vote: str = "mean"
-
-    def __post_init__(self):
-        if self.windows is not None and self.windows < 1:
-            raise InputError(f"--windows must be >= 1, got {self.windows}")
-        if self.hop_s is not None and self.hop_s <= 0:
-            raise InputError(f"--hop must be > 0 seconds, got {self.hop_s}")
-        if self.vote not in ("mean", "majority"):
-            raise InputError(f"--vote must be mean or majority, got {self.vote!r}")
-
-    def cut(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """``(samples,)`` at `sample_rate` -> ``(windows, window_samples)``."""
-        window = round(self.duration_s * sample_rate)
-        hop = round(self.hop_s * sample_rate) if self.hop_s else None
-        return slice_windows(waveform, window, window_starts(waveform.shape[-1], window, self.windows, hop))
-
-
-@torch.inference_mode()
-def predict_clips(model: torch.nn.Module, clips: Iterable[Batch], plan: WindowPlan, device: torch.device, n_classes: int) -> Predictions:
-    """Score whole clips (one per batch): all of a clip's windows go through the model as one batch."""
-    model.eval()
-    keys, labels, probs = [], [], []
-    for clip in clips:
-        if not len(clip):
-            continue
-        windows = plan.cut(clip.waveforms[0], clip.sample_rate).to(device)  # (windows, samples)
-        window_probs = torch.softmax(model(windows, sample_rate=clip.sample_rate).float(), dim=1)
-        probs.append(combine_windows(window_probs, plan.vote).cpu().numpy()[None, :])
-        labels.append(clip.labels.numpy())
-        keys.extend(clip.keys)
-    if not keys:
-        return Predictions([], np.zeros(0, np.int64), np.zeros((0, n_classes), np.float32))
-    return Predictions(keys, np.concatenate(labels), np.concatenate(probs))
 
 
 @dataclass(frozen=True)
@@ -184,9 +190,9 @@ class EvaluateResult:
 
 
 def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
-    """Score a checkpoint on a split and write eval-<split>.json and confusion_matrix-<split>.png."""
+    """Score a checkpoint on a split and write eval-<split>-<mode>.json and its confusion matrix."""
     from streamgenre.checkpoint import load_for_inference
-    from streamgenre.stream import iterate_epoch, make_loader, open_split
+    from streamgenre.stream import evaluation_stream, iterate_epoch, make_loader, open_split, warn_clamped
 
     device = resolve_device(config.device)
     loaded = load_for_inference(config.run, device)
@@ -194,21 +200,19 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     if not shards:
         raise InputError(f"{loaded.path} does not say which shards it was trained on: pass --shards")
     source = open_split(shards, config.split, loaded.labels)
-    plan = None
-    if config.windows is not None or config.hop_s is not None:
-        plan = WindowPlan(loaded.stream.duration_s, config.windows, config.hop_s, config.vote)
-    offset = loaded.stream.offset_s if config.offset_s is None else config.offset_s
-    stream = replace(loaded.stream, offset_s=offset if offset is not None else 15.0, shuffle_buffer=0, shuffle_shards=False, whole_clips=plan is not None)
+    spec = loaded.spec
+    plan = WindowPlan(spec.window_s, config.windows, config.hop_s, config.vote)
+    whole_clips = config.windows is not None or config.hop_s is not None
+    offset = spec.offset_s if config.offset_s is None else config.offset_s
+    stream = evaluation_stream(spec.window_s, spec.sample_rate, spec.resample, offset, whole_clips)
     loader = make_loader(source, stream, config.workers, device.type == "cuda", split_nodes=False)
     tally = SkipTally()
-    batches = tally.passing(iterate_epoch(loader, 0))
-    if plan is None:
-        predictions = predict_batches(loaded.model, batches, device, len(source.labels))
-    else:
-        predictions = predict_clips(loaded.model, batches, plan, device, len(source.labels))
+    predictions = predict_clips(loaded.model, tally.passing(iterate_epoch(loader, 0)), plan, device, len(source.labels))
     summary = summarise(predictions, source.labels)
     summary["skipped"] = tally.total
-    summary["options"] = {"run": str(loaded.path), "shards": shards, "split": config.split, "offset_s": stream.offset_s, "windows": asdict(plan) if plan else "training window"}
+    if tally.clamped:
+        warn_clamped(tally.clamped, summary["samples"], stream)
+    summary["options"] = {"run": str(loaded.path), "shards": shards, "split": config.split, "offset_s": None if whole_clips else stream.offset_s, "windows": asdict(plan)}
     out = config.out or (loaded.path.parent if loaded.path.is_file() else Path(config.run))
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / f"eval-{config.split}.json", out / f"confusion_matrix-{config.split}.png"

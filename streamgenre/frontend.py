@@ -17,6 +17,7 @@ from nnAudio.features import MelSpectrogram
 from torch import nn
 
 from streamgenre.errors import InputError
+from streamgenre.paper import PAPER_SAMPLE_RATE
 
 # librosa.power_to_db's floor on power; silence maps to 10*log10(AMIN) before the reference.
 AMIN = 1e-10
@@ -37,21 +38,28 @@ class FrontendConfig:
     44100) makes the frontend resample on the device first, so the CPU only decodes.
     """
 
-    sample_rate: int = 22050  # the paper: librosa's default rate
+    sample_rate: int = PAPER_SAMPLE_RATE  # the paper: librosa's default rate
     n_fft: int = 2048  # the paper: librosa's default STFT size
     hop_length: int = 512  # the paper: librosa's default hop
     n_mels: int = 128  # the paper: librosa's default mel bands
     f_min: float = 0.0
     f_max: float | None = None
     top_db: float = 80.0  # the paper: librosa.power_to_db's default floor
-    image_height: int = 288  # the paper: a 288x432 PNG ...
-    image_width: int = 432
-    channels: int = 3  # ... in RGB
+    image_height: int | None = 288  # the paper: a 288x432 PNG ... (None: no resize, the mel as it is)
+    image_width: int | None = 432
+    channels: int = 3  # ... in RGB (1 without a resize)
     input_sample_rate: int | None = None
 
     def __post_init__(self):
-        for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "image_height", "image_width", "channels"):
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "channels"):
             _check_positive(name, getattr(self, name))
+        if (self.image_height is None) != (self.image_width is None):
+            raise InputError("frontend image_height and image_width are both set (resize) or both None (no resize)")
+        if self.image_height is not None:
+            _check_positive("image_height", self.image_height)
+            _check_positive("image_width", self.image_width)
+        elif self.channels != 1:
+            raise InputError(f"a frontend without a resize gives 1 channel, got channels={self.channels}")
         if self.input_sample_rate is not None:
             _check_positive("input_sample_rate", self.input_sample_rate)
         nyquist = self.sample_rate / 2
@@ -62,8 +70,8 @@ class FrontendConfig:
             raise InputError(f"frontend top_db must be > 0 dB, got {self.top_db}")
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """The output image of one example, ``(channels, image_height, image_width)``."""
+    def image_shape(self) -> tuple[int, int | None, int | None]:
+        """The output image of one example, ``(channels, image_height, image_width)`` (None: not resized)."""
         return (self.channels, self.image_height, self.image_width)
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,6 +200,7 @@ class MelFrontend(nn.Module):
         for module in self.modules():  # keep the fixed filters out of checkpoints (see above)
             for name, buffer in list(module.named_buffers(recurse=False)):
                 module.register_buffer(name, buffer, persistent=False)
+        self._other_resamplers: dict[tuple[int, str], nn.Module] = {}  # built on first use, not saved
 
     def spectrogram(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """Mel power spectrogram at `config.sample_rate`, resampling first if needed.
@@ -199,8 +208,8 @@ class MelFrontend(nn.Module):
         Args:
             waveform: ``(batch, time)`` audio in [-1, 1].
             sample_rate: rate of `waveform`; None means `config.input_sample_rate` (or
-                `config.sample_rate` when that is None). A rate other than those builds the
-                resampling kernel on every call: set `input_sample_rate` for the common one.
+                `config.sample_rate` when that is None). Another rate builds its resampling
+                kernel on first use and keeps it.
 
         Returns:
             float32 power ``(batch, n_mels, frames)``, ``frames = 1 + time' // hop_length``
@@ -215,10 +224,7 @@ class MelFrontend(nn.Module):
         rate = self.input_sample_rate if sample_rate is None else sample_rate
         with torch.autocast(device_type=waveform.device.type, enabled=False):
             waveform = waveform.float()
-            if rate == self.input_sample_rate:
-                waveform = self.resample(waveform)
-            else:
-                waveform = julius.resample_frac(waveform, rate, self.config.sample_rate)
+            waveform = self._resampler(rate, waveform.device)(waveform)
             if waveform.shape[-1] <= self.config.n_fft // 2:
                 raise InputError(
                     f"a waveform of {waveform.shape[-1]} samples at {self.config.sample_rate} Hz is too short for "
@@ -226,15 +232,33 @@ class MelFrontend(nn.Module):
                 )
             return self.melspec(waveform)  # (batch, n_mels, frames)
 
+    def _resampler(self, rate: int, device: torch.device) -> nn.Module:
+        """julius's resampler from `rate`, its kernel built once per input rate and device."""
+        if rate == self.input_sample_rate:
+            return self.resample
+        key = (rate, str(device))
+        if key not in self._other_resamplers:
+            self._other_resamplers[key] = julius.ResampleFrac(rate, self.config.sample_rate).to(device)
+        return self._other_resamplers[key]
+
+    def features(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """Normalised dB mel ``(batch, n_mels, frames)`` in float32; `sample_rate` as in `spectrogram`."""
+        # Stays float32 under autocast: autocast lowers only matmul/conv-like ops, none of which follow.
+        return normalize_per_example(power_to_db(self.spectrogram(waveform, sample_rate), self.config.top_db))
+
+    def shape_for_model(self, features: torch.Tensor) -> torch.Tensor:
+        """``(batch, n_mels, frames)`` features -> the CNN's input: the resized image, or ``(batch, 1, n_mels, frames)``."""
+        config = self.config
+        if config.image_height is None:
+            return features.unsqueeze(1)
+        return to_image(features, config.image_height, config.image_width, config.channels)
+
     def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
-        """Map ``(batch, time)`` waveforms to ``(batch, channels, image_height, image_width)`` float32 images.
+        """Map ``(batch, time)`` waveforms to the CNN's float32 input (see `shape_for_model`).
 
         `sample_rate` is as in `spectrogram`.
         """
-        config = self.config
-        # Stays float32 under autocast: autocast lowers only matmul/conv-like ops, none of which follow.
-        db = power_to_db(self.spectrogram(waveform, sample_rate), config.top_db)  # (batch, n_mels, frames)
-        return to_image(normalize_per_example(db), config.image_height, config.image_width, config.channels)
+        return self.shape_for_model(self.features(waveform, sample_rate))
 
 
 def _check_positive(name: str, value: int) -> None:

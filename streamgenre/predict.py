@@ -8,7 +8,8 @@ Memory is bounded whatever the file's length: at most `WINDOWS_PER_FORWARD` wind
 model's activations for them, plus about one window and one hop of decoded audio and the block
 being decoded. Only the window probabilities (windows x classes floats: 1200 x 8 x 4 bytes for
 an hour heard in 3-s windows) grow with the file. With ``--windows N`` the file is decoded twice:
-once to measure its length, once to cut the N windows. Measured on a CPU with the paper's CNN
+once to measure its length, once to cut the N windows (so is a plan with neither N nor a hop,
+whose one window is the clip's middle). Measured on a CPU with the paper's CNN
 and 44.1 kHz stereo MP3s: peak RSS 1.36 GB for 10 minutes and 1.41 GB for 60 (0.57 GB for one
 30-s clip; before streaming, 3.6 GB for 10 minutes), nearly all of it the model's activations
 for 64 windows.
@@ -28,7 +29,7 @@ import torch
 from streamgenre.audio import decode_blocks
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import DecodeError, InputError
-from streamgenre.evaluate import WindowPlan, combine_windows
+from streamgenre.windows import WindowPlan, combine_windows
 
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".wma"}
 WINDOWS_PER_FORWARD = 64
@@ -143,6 +144,10 @@ class _Forward:
 def stream_windows(path: Path, loaded: LoadedModel, plan: WindowPlan) -> Iterator[tuple[torch.Tensor, int]]:
     """The windows `plan.cut` would cut from the whole decoded file, cut from a stream instead.
 
+    With ``plan.hop_s`` the starts are `windows.window_starts`'s hop starts, found without the
+    length (each as soon as its window is decoded, the last full window at the end); otherwise
+    `plan.starts` places them once a first decode has measured the length.
+
     Yields ``(window, rate)`` with window ``(round(plan.duration_s * rate),)`` float32: at the
     file's rate, or at the model's when the checkpoint resamples on the CPU.
 
@@ -150,18 +155,15 @@ def stream_windows(path: Path, loaded: LoadedModel, plan: WindowPlan) -> Iterato
         DecodeError: the file is not audio, or is damaged part-way.
         OSError: the file cannot be read.
     """
-    target = None if loaded.stream.resample == "device" else loaded.stream.sample_rate
+    target = None if loaded.spec.resample == "device" else loaded.spec.sample_rate
     rate, blocks = decode_blocks(path, target)
     window = round(plan.duration_s * rate)
-    if plan.windows is not None:  # N windows spread to the end: the length must be known first
+    if plan.hop_s is not None:  # every hop from the start, then the last full window so the end is heard too
+        cut = _cut(blocks, window, itertools.count(0, round(plan.hop_s * rate)), then_last=True)
+    else:  # windows placed by the clip's length (`plan.starts`): it must be known first
         length = sum(len(block) for block in blocks)
-        last = max(0, length - window)
-        starts = [round(last * i / (plan.windows - 1)) for i in range(plan.windows)] if plan.windows > 1 else [last // 2]
         _, blocks = decode_blocks(path, target)
-        cut = _cut(blocks, window, iter(starts), then_last=False)
-    else:  # every hop from the start, then the last full window so the end is heard too
-        hop = round(plan.hop_s * rate) if plan.hop_s else None
-        cut = _cut(blocks, window, itertools.count(0, hop) if hop else iter([0]), then_last=True)
+        cut = _cut(blocks, window, iter(plan.starts(length, rate)), then_last=False)
     for samples in cut:
         yield torch.from_numpy(samples), rate
 

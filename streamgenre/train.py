@@ -1,8 +1,9 @@
-"""Train the paper's CNN on streamed shards: epochs, validation, checkpoints, plots, test report.
+"""Train a genre classifier on streamed shards: epochs, whole-clip validation, checkpoints, plots, test report.
 
-Work happens in `train(config)` with explicit inputs, so the CLI, `demo` and tests share it.
-Only the main process (rank 0) prints and writes; a crash or Ctrl-C loses at most the epoch in
-progress, because `last.pt` is replaced atomically at the end of every epoch.
+Work happens in `train(config)` with explicit inputs, so the CLI, `demo` and tests share it. The
+loop reads top to bottom: set up the run, then per epoch train, validate and save, then test the
+best checkpoint. Only the main process (rank 0) prints and writes; a crash or Ctrl-C loses at
+most the epoch in progress, because `last.pt` is replaced atomically at the end of every epoch.
 """
 
 from __future__ import annotations
@@ -11,46 +12,77 @@ import csv
 import io
 import json
 import logging
-import random
+import math
 import time
-from contextlib import nullcontext
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
+import torch.nn.functional as F
 
-from streamgenre.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, make_bundle, save_checkpoint
-from streamgenre.dist import DistInfo, all_ranks_agree, all_reduce_sum, check_device_name, destroy_process_group, dist_info_from_env, init_process_group, resolve_device
+from streamgenre.checkpoint import (
+    BEST_NAME,
+    LAST_NAME,
+    InferenceSpec,
+    load_checkpoint,
+    load_for_inference,
+    make_bundle,
+    save_checkpoint,
+)
+from streamgenre.dist import (
+    DistInfo,
+    all_ranks_agree,
+    all_reduce_sum,
+    check_device_name,
+    destroy_process_group,
+    dist_info_from_env,
+    init_process_group,
+    resolve_device,
+)
 from streamgenre.errors import InputError, StreamgenreError
-from streamgenre.evaluate import predict_batches, summarise, write_report
-from streamgenre.model import GenreClassifier, ModelConfig
-from streamgenre.frontend import FrontendConfig
+from streamgenre.evaluate import Predictions, predict_clips, summarise, write_report
+from streamgenre.lock import run_lock
+from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig
+from streamgenre.paper import PAPER_SAMPLE_RATE, PAPER_WINDOW_S
 from streamgenre.plots import plot_curves
-from streamgenre.shards import atomic_write, read_index
-from streamgenre.stream import Batch, SkipTally, SplitSource, StreamConfig, default_workers, expected_batches, iterate_epoch, make_loader, open_split
+from streamgenre.progress import progress_bar
+from streamgenre.recipes import MODERN, Recipe, learning_rate
+from streamgenre.shards import atomic_write, is_remote, read_index
+from streamgenre.stream import (
+    Batch,
+    SkipTally,
+    SplitSource,
+    StreamConfig,
+    default_workers,
+    evaluation_stream,
+    expected_batches,
+    iterate_epoch,
+    make_loader,
+    open_split,
+    warn_clamped,
+)
+from streamgenre.windows import WindowPlan
 
 log = logging.getLogger(__name__)
-
-PAPER_LR = 5e-4  # Adam learning rate of the paper
-PAPER_EPOCHS = 20
-# Windows used for validation and test when training draws random windows.
-EVAL_OFFSET_S = 15.0
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on (the paper's values are the defaults)."""
+    """Everything a training run depends on: the data, the model, the recipe and the machine."""
 
     shards: str
     out: Path
-    stream: StreamConfig = field(default_factory=StreamConfig)
-    genres: tuple[str, ...] | None = None
-    epochs: int = PAPER_EPOCHS
-    lr: float = PAPER_LR
+    recipe: Recipe = MODERN
+    model: str = DEFAULT_MODEL
+    width: int | None = None
     dropout: float = 0.5
+    duration_s: float = PAPER_WINDOW_S
+    sample_rate: int = PAPER_SAMPLE_RATE
+    resample: str = "device"
+    shuffle_buffer: int = 64
+    genres: tuple[str, ...] | None = None
     workers: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -61,13 +93,41 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise InputError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.lr <= 0:
-            raise InputError(f"--lr must be > 0, got {self.lr}")
         check_device_name(self.device)
         if not 0 <= self.max_skip_fraction <= 1:
             raise InputError(f"--max-skip-fraction must be within 0..1, got {self.max_skip_fraction}")
+        if self.workers is not None and self.workers < 0:
+            raise InputError(f"--workers must be >= 0, got {self.workers}")
+
+    @property
+    def stream(self) -> StreamConfig:
+        """How the training split is read: the recipe's windows and batch, this run's audio settings."""
+        recipe = self.recipe
+        return StreamConfig(
+            offset_s=recipe.offset_s,
+            duration_s=self.duration_s,
+            sample_rate=self.sample_rate,
+            batch_size=recipe.batch_size,
+            shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed,
+            resample=self.resample,
+            windows_per_clip=recipe.windows_per_clip,
+        )
+
+    def model_config(self, n_classes: int) -> ModelConfig:
+        """The classifier this run trains, with the recipe's augmentation."""
+        return ModelConfig(n_classes, self.model, self.dropout, self.width, augment=self.recipe.augment)
+
+    def inference_spec(self, labels: list[str]) -> InferenceSpec:
+        """What a checkpoint of this run needs to be fed."""
+        return InferenceSpec(list(labels), self.duration_s, self.sample_rate, self.resample, self.recipe.offset_s)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict, stored in checkpoints (shards resolved, so it can be found later)."""
+        data = asdict(self)
+        data["out"] = str(self.out)
+        data["shards"] = self.shards if is_remote(self.shards) else str(Path(self.shards).resolve())
+        return data
 
 
 @dataclass
@@ -77,9 +137,30 @@ class TrainResult:
     run_dir: Path
     history: list[dict]
     best_val_accuracy: float | None
+    best_epoch: int | None
     test: dict | None
     elapsed_s: float
-    train_clips_per_s: float
+    train_windows_per_s: float
+
+
+@dataclass
+class _Run:
+    """The state one training process carries from step to step."""
+
+    config: TrainConfig
+    model: GenreClassifier
+    trained: torch.nn.Module  # `model`, wrapped for DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    dist: DistInfo
+    use_amp: bool
+    labels: list[str]
+    total_steps: int
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: float | None = None
+    best_epoch: int | None = None
 
 
 @dataclass
@@ -94,14 +175,6 @@ class _EpochStats:
         totals = torch.tensor([self.loss_sum, self.correct, self.count, self.skipped], dtype=torch.float64, device=device)
         loss_sum, correct, count, skipped = all_reduce_sum(totals).tolist()
         return _EpochStats(loss_sum, int(correct), int(count), int(skipped))
-
-    def as_row(self, split: str) -> dict:
-        return {
-            f"{split}_loss": self.loss_sum / max(1, self.count),
-            f"{split}_accuracy": self.correct / max(1, self.count),
-            f"{split}_samples": self.count,
-            f"{split}_skipped": self.skipped,
-        }
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -121,58 +194,66 @@ def train(config: TrainConfig) -> TrainResult:
 def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainResult:
     started = time.perf_counter()
     index = read_index(config.shards)
-    genres = list(config.genres) if config.genres else None
-    train_source = open_split(config.shards, "train", genres, index)
-    val_source = _optional_split(config.shards, "val", genres, index)
-    labels = train_source.labels
+    train_source = open_split(config.shards, "train", config.genres, index)
+    val_source = _optional_split(config.shards, "val", config.genres, index)
     workers = default_workers() if config.workers is None else config.workers
     _check_enough_shards(train_source, dist, workers)
     out = Path(config.out)
     if dist.is_main:
         _prepare_run_dir(out, config.resume)
+    with run_lock(out) if dist.is_main else nullcontext():  # one run per folder
+        torch.manual_seed(config.seed)
+        run = _start_run(config, train_source, dist, device, workers)
+        if config.resume:
+            _restore(run, out / LAST_NAME)
+        pin = device.type == "cuda"
+        train_loader = make_loader(train_source, config.stream, workers, pin)
+        val_loader = make_loader(val_source, _whole_clip_stream(config), workers, pin) if val_source else None
+        train_seconds, train_windows = 0.0, 0
+        for epoch in range(len(run.history), config.recipe.epochs):
+            epoch_started = time.perf_counter()
+            stats = _train_epoch(run, train_loader, train_source, epoch)
+            train_seconds += time.perf_counter() - epoch_started
+            train_windows += stats.count
+            _check_skips(stats.skipped, stats.count, config.max_skip_fraction, "train")
+            row = {"epoch": epoch + 1, **_rates(stats, "train"), "lr": learning_rate(config.recipe, run.step, run.total_steps)}
+            row["seconds"] = round(time.perf_counter() - epoch_started, 2)
+            if val_loader is not None:
+                row.update(_validate(run, val_loader))
+            score = row.get("val_accuracy", row["train_accuracy"])
+            improved = run.best is None or score > run.best
+            if improved:
+                run.best, run.best_epoch = score, epoch + 1
+            run.history.append(row)
+            if dist.is_main:
+                _save_epoch(run, out, improved)
+                log.info(_epoch_line(row, config.recipe.epochs))
+        test = _test_report(config, out, index, workers, device) if dist.is_main else None
+        return TrainResult(
+            out,
+            run.history,
+            run.best if val_loader is not None else None,
+            run.best_epoch,
+            test,
+            time.perf_counter() - started,
+            train_windows / max(train_seconds, 1e-9),
+        )
 
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    model_config = ModelConfig(n_classes=len(labels), dropout=config.dropout, frontend=FrontendConfig())
-    model = GenreClassifier(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    use_amp = device.type == "cuda" if config.amp is None else config.amp and device.type == "cuda"
+
+def _start_run(config: TrainConfig, source: SplitSource, dist: DistInfo, device: torch.device, workers: int) -> _Run:
+    """Build the model, optimizer and AMP scaler, and plan the number of optimizer steps."""
+    model = GenreClassifier(config.model_config(len(source.labels))).to(device)
+    recipe = config.recipe
+    optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    use_amp = device.type == "cuda" and config.amp is not False
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    history: list[dict] = []
-    best = None
-    start_epoch = 0
-    if config.resume:
-        start_epoch, history, best = _restore(out / LAST_NAME, model, optimizer, scaler, labels)
+    steps_per_epoch = math.ceil(source.sample_count * recipe.windows_per_clip / recipe.batch_size / dist.world_size)
     trained = _wrap_for_dist(model, dist, device, config.sync_bn)
-    pin = device.type == "cuda"
-    train_loader = make_loader(train_source, config.stream, workers, pin)
-    eval_stream = _evaluation_stream(config.stream)
-    val_loader = make_loader(val_source, eval_stream, workers, pin) if val_source else None
-    train_seconds, train_clips = 0.0, 0
-    for epoch in range(start_epoch, config.epochs):
-        epoch_started = time.perf_counter()
-        stats = _train_epoch(trained, train_loader, train_source, config, optimizer, scaler, device, epoch, dist, use_amp)
-        train_seconds += time.perf_counter() - epoch_started
-        train_clips += stats.count
-        _check_skips(stats, config.max_skip_fraction, "train")
-        row = {"epoch": epoch + 1, **stats.as_row("train"), "seconds": round(time.perf_counter() - epoch_started, 2)}
-        if val_loader is not None:
-            val_stats = _validate(model, val_loader, device, use_amp, dist)
-            _check_skips(val_stats, config.max_skip_fraction, "val")
-            row.update(val_stats.as_row("val"))
-        history.append(row)
-        score = row.get("val_accuracy", row["train_accuracy"])
-        improved = best is None or score > best
-        best = score if improved else best
-        if dist.is_main:
-            _end_of_epoch(out, model, optimizer, scaler, labels, config, history, best, epoch + 1, improved)
-            log.info(_epoch_line(row))
-    test = _test_report(config, out, index, genres, workers, device, dist) if dist.is_main else None
-    return TrainResult(out, history, best if val_loader is not None else None, test, time.perf_counter() - started, train_clips / max(train_seconds, 1e-9))
+    return _Run(config, model, trained, optimizer, scaler, device, dist, use_amp, source.labels, steps_per_epoch * recipe.epochs)
 
 
-def _optional_split(shards: str, split: str, genres: list[str] | None, index) -> SplitSource | None:
+def _optional_split(shards: str, split: str, genres: tuple[str, ...] | None, index) -> SplitSource | None:
     if not index.split_shards(split):
         log.warning("no %s shards in %s: skipping %s", split, shards, split)
         return None
@@ -189,10 +270,8 @@ def _check_enough_shards(source: SplitSource, dist: DistInfo, workers: int) -> N
         )
 
 
-def _evaluation_stream(stream: StreamConfig) -> StreamConfig:
-    """Validation and test read every sample once, in order, at a fixed window."""
-    offset = stream.offset_s if stream.offset_s is not None else EVAL_OFFSET_S
-    return replace(stream, offset_s=offset, shuffle_buffer=0, shuffle_shards=False)
+def _whole_clip_stream(config: TrainConfig) -> StreamConfig:
+    return evaluation_stream(config.duration_s, config.sample_rate, config.resample, config.recipe.offset_s, whole_clips=True)
 
 
 def _prepare_run_dir(out: Path, resume: bool) -> None:
@@ -200,7 +279,10 @@ def _prepare_run_dir(out: Path, resume: bool) -> None:
         raise InputError(f"--resume: {out / LAST_NAME} does not exist; train without --resume first")
     if not resume and (out / LAST_NAME).exists():
         raise InputError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exn:
+        raise InputError(f"--out {out} is a file, not a folder") from exn
 
 
 def _wrap_for_dist(model: GenreClassifier, dist: DistInfo, device: torch.device, sync_bn: bool) -> torch.nn.Module:
@@ -218,22 +300,32 @@ def _autocast(device: torch.device, use_amp: bool):
     return torch.autocast(device_type=device.type, dtype=torch.float16) if use_amp else nullcontext()
 
 
-def _train_epoch(model, loader, source, config, optimizer, scaler, device, epoch, dist, use_amp) -> _EpochStats:
-    model.train()
+def _train_epoch(run: _Run, loader: torch.utils.data.DataLoader, source: SplitSource, epoch: int) -> _EpochStats:
+    """One pass over the training split: every clip's windows once, one optimizer step per batch."""
+    config, recipe, device = run.config, run.config.recipe, run.device
+    run.trained.train()
     stats = _EpochStats()
     total = expected_batches(source, config.stream, loader.num_workers or 1)
-    bar = tqdm(total=total, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not (config.progress and dist.is_main), leave=False)
+    bar = progress_bar(total=total, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", enabled=config.progress and run.dist.is_main)
     tally = SkipTally()
     for batch in _lockstep(tally.passing(iterate_epoch(loader, epoch)), device):
+        for group in run.optimizer.param_groups:
+            group["lr"] = learning_rate(recipe, run.step, run.total_steps)
         waveforms = batch.waveforms.to(device, non_blocking=True)  # (batch, time)
         labels = batch.labels.to(device, non_blocking=True)
-        with _autocast(device, use_amp):
-            logits = model(waveforms, sample_rate=batch.sample_rate)
-            loss = torch.nn.functional.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        waveforms, partner, share = _mixup(waveforms, recipe.mixup_alpha)
+        with _autocast(device, run.use_amp):
+            logits = run.trained(waveforms, sample_rate=batch.sample_rate)
+            loss = _mixed_loss(logits, labels, partner, share, recipe.label_smoothing)
+        _check_finite(loss, epoch, run.step)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if recipe.clip_grad_norm is not None:
+            run.scaler.unscale_(run.optimizer)
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), recipe.clip_grad_norm)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.step += 1
         stats.loss_sum += loss.item() * len(batch)  # a CPU-GPU sync point, once per batch
         stats.correct += int((logits.argmax(dim=1) == labels).sum())
         stats.count += len(batch)
@@ -241,7 +333,38 @@ def _train_epoch(model, loader, source, config, optimizer, scaler, device, epoch
         bar.set_postfix(loss=f"{stats.loss_sum / stats.count:.3f}", acc=f"{stats.correct / stats.count:.3f}")
     bar.close()
     stats.skipped = tally.total
+    if tally.clamped and epoch == 0:
+        warn_clamped(tally.clamped, stats.count, config.stream)
     return stats.reduced(device)
+
+
+def _mixup(waveforms: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Mix each waveform with a shuffled partner (Zhang et al. 2018): returns mix, partner order, share.
+
+    The share of the original is drawn from Beta(alpha, alpha) and folded to >= 0.5, so the
+    original label stays the larger part; alpha 0 leaves the batch as it is.
+    """
+    if alpha <= 0 or len(waveforms) < 2:
+        return waveforms, None, 1.0
+    share = float(torch.distributions.Beta(alpha, alpha).sample())
+    share = max(share, 1 - share)
+    partner = torch.randperm(len(waveforms), device=waveforms.device)
+    return share * waveforms + (1 - share) * waveforms[partner], partner, share
+
+
+def _mixed_loss(logits: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor | None, share: float, smoothing: float) -> torch.Tensor:
+    loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+    if partner is None:
+        return loss
+    return share * loss + (1 - share) * F.cross_entropy(logits, labels[partner], label_smoothing=smoothing)
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise StreamgenreError(
+            f"training diverged: the loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+            "lower --lr (or check the input audio); last.pt still holds the last good epoch"
+        )
 
 
 def _lockstep(batches: Iterator[Batch], device: torch.device) -> Iterator[Batch]:
@@ -257,80 +380,121 @@ def _lockstep(batches: Iterator[Batch], device: torch.device) -> Iterator[Batch]
     all_ranks_agree(False, device)
 
 
-@torch.inference_mode()
-def _validate(model, loader, device, use_amp, dist) -> _EpochStats:
-    model.eval()
-    stats = _EpochStats()
+def _validate(run: _Run, loader: torch.utils.data.DataLoader) -> dict:
+    """Whole-clip validation: `val_windows` windows per clip, probabilities averaged, summed over ranks."""
+    plan = WindowPlan(run.config.duration_s, windows=run.config.recipe.val_windows)
     tally = SkipTally()
-    for batch in tally.passing(iterate_epoch(loader, 0)):
-        labels = batch.labels.to(device, non_blocking=True)
-        with _autocast(device, use_amp):
-            logits = model(batch.waveforms.to(device, non_blocking=True), sample_rate=batch.sample_rate)
-        stats.loss_sum += torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum").item()
-        stats.correct += int((logits.argmax(dim=1) == labels).sum())
-        stats.count += len(batch)
-    stats.skipped = tally.total
-    return stats.reduced(device)
+    with _autocast(run.device, run.use_amp):
+        predictions = predict_clips(run.model, tally.passing(iterate_epoch(loader, 0)), plan, run.device, len(run.labels))
+    totals = torch.tensor(
+        [_clip_loss_sum(predictions), (predictions.predicted == predictions.labels).sum(), len(predictions.keys), predictions.window_hits, predictions.windows, tally.total],
+        dtype=torch.float64,
+        device=run.device,
+    )
+    loss_sum, correct, clips, window_hits, windows, skipped = all_reduce_sum(totals).tolist()
+    _check_skips(int(skipped), int(clips), run.config.max_skip_fraction, "val")
+    return {
+        "val_loss": loss_sum / max(1, clips),
+        "val_accuracy": correct / max(1, clips),
+        "val_window_accuracy": window_hits / max(1, windows),
+        "val_clips": int(clips),
+        "val_skipped": int(skipped),
+    }
 
 
-def _check_skips(stats: _EpochStats, max_fraction: float, split: str) -> None:
-    seen = stats.count + stats.skipped
-    if stats.skipped:
-        log.warning("%s: %d of %d samples could not be decoded and were skipped", split, stats.skipped, seen)
-    if seen and stats.skipped / seen > max_fraction:
+def _clip_loss_sum(predictions: Predictions) -> float:
+    """Summed negative log-likelihood of the true label under each clip's combined probabilities."""
+    picked = predictions.probs[range(len(predictions.labels)), predictions.labels]
+    return float(-torch.log(torch.from_numpy(picked).clamp_min(1e-12)).sum())
+
+
+def _rates(stats: _EpochStats, split: str) -> dict:
+    return {
+        f"{split}_loss": stats.loss_sum / max(1, stats.count),
+        f"{split}_accuracy": stats.correct / max(1, stats.count),
+        f"{split}_windows": stats.count,
+        f"{split}_skipped": stats.skipped,
+    }
+
+
+def _check_skips(skipped: int, decoded: int, max_fraction: float, split: str) -> None:
+    seen = decoded + skipped
+    if skipped:
+        log.warning("%s: %d of %d samples could not be decoded and were skipped", split, skipped, seen)
+    if seen and skipped / seen > max_fraction:
         raise StreamgenreError(
-            f"{split}: {stats.skipped} of {seen} samples failed to decode ({stats.skipped / seen:.1%} > "
+            f"{split}: {skipped} of {seen} samples failed to decode ({skipped / seen:.1%} > "
             f"--max-skip-fraction {max_fraction:.1%}); check the shards with `streamgenre info` or re-pack them"
         )
 
 
-def _end_of_epoch(out, model, optimizer, scaler, labels, config, history, best, epochs_done, improved) -> None:
+def _save_epoch(run: _Run, out: Path, improved: bool) -> None:
+    """Write last.pt (and best.pt when validation improved), the history and its plots."""
     state = {
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": epochs_done,
-        "best_score": best,
-        "history": history,
-        "train_config": _config_dict(config),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": len(run.history),
+        "step": run.step,
+        "best_score": run.best,
+        "best_epoch": run.best_epoch,
+        "history": run.history,
+        "train_config": run.config.to_dict(),
         "rng": _rng_state(),
     }
-    bundle = make_bundle(model, labels, config.stream, **state)
+    bundle = make_bundle(run.model, run.config.inference_spec(run.labels), **state)
     if improved:
         save_checkpoint(out / BEST_NAME, bundle)
     save_checkpoint(out / LAST_NAME, bundle)
-    _write_history(out, history)
-
-
-def _config_dict(config: TrainConfig) -> dict:
-    data = asdict(config)
-    data["out"] = str(config.out)
-    return data
+    _write_history(out, run.history, run.best_epoch)
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _restore(path: Path, model, optimizer, scaler, labels: list[str]) -> tuple[int, list[dict], float | None]:
+def _restore(run: _Run, path: Path) -> None:
+    """Continue from last.pt: weights, optimizer, step, history and RNG, for the same settings only."""
     bundle = load_checkpoint(path)
-    if bundle["labels"] != labels:
-        raise InputError(f"--resume: the checkpoint was trained on {bundle['labels']}, these shards give {labels}")
-    model.load_state_dict(bundle["model"])
-    optimizer.load_state_dict(bundle["optimizer"])
-    scaler.load_state_dict(bundle["scaler"])
-    rng = bundle["rng"]
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return bundle["epoch"], bundle["history"], bundle["best_score"]
+    if bundle["spec"]["labels"] != run.labels:
+        raise InputError(f"--resume: the checkpoint was trained on {bundle['spec']['labels']}, these shards give {run.labels}")
+    _check_same_settings(bundle["train_config"], run.config.to_dict())
+    run.model.load_state_dict(bundle["model"])
+    run.optimizer.load_state_dict(bundle["optimizer"])
+    run.scaler.load_state_dict(bundle["scaler"])
+    run.step, run.history = bundle["step"], bundle["history"]
+    run.best, run.best_epoch = bundle["best_score"], bundle["best_epoch"]
+    torch.set_rng_state(bundle["rng"]["torch"])
+    if "cuda" in bundle["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(bundle["rng"]["cuda"])
 
 
-def _write_history(out: Path, history: list[dict]) -> None:
+# Settings a resumed run may change: they do not alter what the finished run computes.
+_RESUMABLE = {"resume", "workers", "device", "progress", "max_skip_fraction", "shards", "out"}
+
+
+def _check_same_settings(saved: dict, given: dict) -> None:
+    """`--resume` continues the run as it was configured: refuse options that would change it."""
+    before, after = _flatten(saved), _flatten(given)
+    changed = [f"{name} {before.get(name)!r} -> {value!r}" for name, value in after.items() if name.split(".")[0] not in _RESUMABLE and before.get(name) != value]
+    if changed:
+        raise InputError(f"--resume continues the run with its own settings, but these differ: {'; '.join(changed)}; drop them, or train a new run")
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    """``{"recipe": {"lr": 1}}`` -> ``{"recipe.lr": 1}``, lists as tuples, so settings compare one by one."""
+    flat = {}
+    for name, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def _write_history(out: Path, history: list[dict], best_epoch: int | None) -> None:
     with atomic_write(out / "history.json") as stream:
         stream.write(json.dumps(history, indent=2).encode())
     columns = list(dict.fromkeys(key for row in history for key in row))
@@ -344,23 +508,23 @@ def _write_history(out: Path, history: list[dict]) -> None:
     plot_curves(history, "accuracy", out / "accuracy.png")
 
 
-def _test_report(config: TrainConfig, out: Path, index, genres, workers: int, device: torch.device, dist: DistInfo) -> dict | None:
-    """Score the best checkpoint on the test split (rank 0 only, every test sample once)."""
-    source = _optional_split(config.shards, "test", genres, index)
+def _test_report(config: TrainConfig, out: Path, index, workers: int, device: torch.device) -> dict | None:
+    """Score the best checkpoint on the test split whole-clip (rank 0 only, every test clip once)."""
+    source = _optional_split(config.shards, "test", config.genres, index)
     if source is None:
         return None
-    bundle = load_checkpoint(out / BEST_NAME)
-    model = GenreClassifier(ModelConfig.from_dict(bundle["model_config"])).to(device)
-    model.load_state_dict(bundle["model"])
-    loader = make_loader(source, _evaluation_stream(config.stream), workers, device.type == "cuda", split_nodes=False)
-    predictions = predict_batches(model, iterate_epoch(loader, 0), device, len(source.labels))
+    loaded = load_for_inference(out / BEST_NAME, device)
+    loader = make_loader(source, _whole_clip_stream(config), workers, device.type == "cuda", split_nodes=False)
+    plan = WindowPlan(config.duration_s, windows=config.recipe.val_windows)
+    predictions = predict_clips(loaded.model, iterate_epoch(loader, 0), plan, device, len(source.labels))
     summary = summarise(predictions, source.labels)
-    write_report(summary, out / "report.json", out / "confusion_matrix.png", "test split (best checkpoint)", out / "report.txt")
+    title = f"test split, best checkpoint, {plan.windows} windows per clip"
+    write_report(summary, out / "report.json", out / "confusion_matrix.png", title, out / "report.txt")
     return summary
 
 
-def _epoch_line(row: dict) -> str:
-    line = f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
+def _epoch_line(row: dict, epochs: int) -> str:
+    line = f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
     if "val_accuracy" in row:
-        line += f" | val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f}"
-    return line + f" | {row['seconds']:.1f}s"
+        line += f" | val loss {row['val_loss']:.4f} clip acc {row['val_accuracy']:.3f} window acc {row['val_window_accuracy']:.3f}"
+    return line + f" | lr {row['lr']:.2e} | {row['seconds']:.1f}s"

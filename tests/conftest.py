@@ -108,3 +108,22 @@ def write_tracks_csv(path: Path, rows: list[tuple[int, str, str, str, str]]) -> 
         for track_id, genre, split, subset, artist in rows:
             writer.writerow([track_id, "0", "An album, with a comma", artist, f"Artist {artist}", split, subset, genre, "[12, 25]", f"Track {track_id}"])
     return path
+
+
+def tiny_train_config(shards: Path, out: Path, recipe: str = "paper", **changes):
+    """A seconds-long training run on a tiny packed dir: 2-s windows at 0:00.5, batch 4, 2 epochs.
+
+    Keyword arguments that name recipe fields (epochs, lr, windows_per_clip, ...) change the
+    recipe; the rest change the `TrainConfig`.
+    """
+    from dataclasses import fields
+
+    from streamgenre.recipes import Recipe, recipe_named
+    from streamgenre.train import TrainConfig
+
+    recipe_fields = {f.name for f in fields(Recipe)}
+    recipe_changes = {"offset_s": 0.5 if recipe == "paper" else None, "batch_size": 4, "epochs": 2, "val_windows": 2}
+    recipe_changes.update({k: v for k, v in changes.items() if k in recipe_fields})
+    settings = {"duration_s": 2.0, "shuffle_buffer": 8, "workers": 0, "progress": False}
+    settings.update({k: v for k, v in changes.items() if k not in recipe_fields})
+    return TrainConfig(shards=str(shards), out=out, recipe=recipe_named(recipe).with_options(**recipe_changes), **settings)

@@ -16,7 +16,7 @@ def test_demo_runs_end_to_end_and_reuses_its_corpus(tmp_path):
     args = ["demo", "--out", str(out), "--clips-per-genre", "5", "--clip-length", "4s", "--epochs", "1", "--workers", "2", "--quiet"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert "test accuracy" in first.output
+    assert "test: whole-clip accuracy" in first.output
     index = json.loads((out / "shards" / "index.json").read_text())
     assert index["labels"] == ["ambient", "electronic", "folk", "hiphop", "rock"]
     assert sum(entry["count"] for entry in index["shards"]) == 25

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -47,8 +46,8 @@ def test_two_processes_under_torchrun_cover_the_split_once(tmp_path):
     history = json.loads((run / "history.json").read_text())
     train_keys = [k for k in genre_of if k.startswith("train")]
     # All-reduced over both ranks: each sample once means the ranks' shards were disjoint and complete.
-    assert history[0]["train_samples"] == len(train_keys)
-    assert history[0]["val_samples"] == 8
+    assert history[0]["train_windows"] == len(train_keys)
+    assert history[0]["val_clips"] == 8
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
     assert json.loads((run / "report.json").read_text())["samples"] == 4
-    assert done.stdout.count("test accuracy") == 1  # only rank 0 prints
+    assert done.stdout.count("test: whole-clip accuracy") == 1  # only rank 0 prints

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -16,10 +15,11 @@ import streamgenre.stream as stream_module
 from streamgenre.audio import decode_window, probe
 from streamgenre.checkpoint import load_for_inference
 from streamgenre.cli import app
-from streamgenre.evaluate import EvaluateConfig, WindowPlan, combine_windows, evaluate_run, predict_clips, window_starts
+from streamgenre.evaluate import EvaluateConfig, evaluate_run, predict_clips
 from streamgenre.stream import StreamConfig, iterate_epoch, make_loader, open_split
-from streamgenre.train import TrainConfig, train
-from tests.conftest import write_packed_dir
+from streamgenre.train import train
+from streamgenre.windows import WindowPlan, combine_windows, window_starts
+from tests.conftest import tiny_train_config, write_packed_dir
 
 GENRES = ["ambient", "rock"]
 
@@ -28,8 +28,7 @@ GENRES = ["ambient", "rock"]
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("evaluate")
     write_packed_dir(root / "packed", GENRES, {"train": 2, "val": 1, "test": 1}, per_shard=4, clip_s=6.0)
-    stream = StreamConfig(offset_s=0.5, duration_s=2.0, batch_size=4)
-    train(TrainConfig(shards=str(root / "packed"), out=root / "run", stream=stream, epochs=2, workers=0, progress=False))
+    train(tiny_train_config(root / "packed", root / "run"))
     return root / "packed", root / "run"
 
 

@@ -1,4 +1,4 @@
-"""PaperCNN and GenreClassifier: the paper's shapes and parameter count, configs, and learning."""
+"""The registered models and GenreClassifier: shapes, parameter counts, configs, augmentation, learning."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from streamgenre.augment import AugmentConfig
 from streamgenre.errors import InputError
 from streamgenre.frontend import FrontendConfig
-from streamgenre.model import FLATTEN_FEATURES, GenreClassifier, ModelConfig, PaperCNN
+from streamgenre.model import GenreClassifier, ModelConfig, count_parameters, describe_model
+from streamgenre.models import model_names
+from streamgenre.models.paper import FLATTEN_FEATURES, PaperCNN
+from streamgenre.models.resnet import ShortChunkResNet
 
 HALF_SECOND = 11025  # at 22050 Hz; the frontend resizes any length to 288x432
 
@@ -73,15 +77,16 @@ def test_from_dict_rejects_unknown_and_missing_keys(data):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"n_classes": 1}, {"n_classes": 5, "dropout": 1.0}, {"n_classes": 5, "frontend": FrontendConfig(image_width=256)}],
-    ids=["one class", "dropout 1", "not the paper's image"],
+    [{"n_classes": 1}, {"n_classes": 5, "dropout": 1.0}, {"n_classes": 5, "frontend": FrontendConfig(image_width=256)}, {"n_classes": 5, "name": "resnet", "frontend": FrontendConfig()}],
+    ids=["one class", "dropout 1", "not the paper's image", "resnet given an image"],
 )
 def test_invalid_config_raises_input_error(kwargs):
     with pytest.raises(InputError):
         ModelConfig(**kwargs)
 
 
-def test_model_learns_a_separable_toy_set():
+@pytest.mark.parametrize("name", model_names())
+def test_model_learns_a_separable_toy_set(name):
     """Low tones vs high tones in noise: the whole model, frontend included, must fit them."""
     rng = np.random.default_rng(0)
     t = np.arange(HALF_SECOND) / 22050
@@ -91,7 +96,7 @@ def test_model_learns_a_separable_toy_set():
         np.stack([0.5 * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi)) + rng.normal(0, 0.05, t.size) for hz in pitches]).astype(np.float32)
     )  # (12, 11025)
     torch.manual_seed(0)
-    model = GenreClassifier(ModelConfig(n_classes=2)).train()
+    model = GenreClassifier(ModelConfig(n_classes=2, name=name)).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)  # the paper's optimiser and rate
     losses = []
     for _ in range(15):
@@ -103,3 +108,47 @@ def test_model_learns_a_separable_toy_set():
         losses.append(loss.item())
     assert (logits.argmax(dim=1) == labels).all()  # 100% train accuracy
     assert losses[-1] < 0.1 * losses[0]
+
+
+def test_resnet_parameter_count_and_any_window_length():
+    # stem 1->32 conv (288) + BN (64); blocks (w->w, w->2w, 2w->2w, 2w->4w) with w = 32:
+    #   32->32: 9216 + 9216 + 4 * 32 = 18560;  32->64: 18432 + 36864 + 4 * 64 + 1x1 2048 + 128 = 57728
+    #   64->64: 36864 * 2 + 256 = 73984;       64->128: 73728 + 147456 + 512 + 8192 + 256 = 230144
+    #   Linear(128, 5): 645.                    total: 352 + 18560 + 57728 + 73984 + 230144 + 645 = 381413
+    assert sum(p.numel() for p in ShortChunkResNet(n_classes=5).parameters()) == 381413
+    model = GenreClassifier(ModelConfig(n_classes=5, name="resnet")).eval()
+    with torch.inference_mode():
+        assert model(_noise(2, samples=22050)).shape == model(_noise(2, samples=5 * 22050)).shape == (2, 5)
+    assert model.frontend(_noise(1, samples=66150)).shape == (1, 1, 128, 130)  # the mel at its own resolution
+
+
+def test_models_state_their_size_and_cost():
+    paper, resnet = (describe_model(ModelConfig(n_classes=5, name=name)) for name in ("paper", "resnet"))
+    assert paper.parameters == 148165 and resnet.parameters == 381413
+    assert 0.25 < paper.backbone_gflops < 0.35 and 0.3 < resnet.backbone_gflops < 0.4 and paper.frontend_gflops == resnet.frontend_gflops
+
+
+def test_unknown_model_and_misplaced_width_are_input_errors():
+    with pytest.raises(InputError, match="known: paper, resnet"):
+        ModelConfig(n_classes=5, name="vgg")
+    with pytest.raises(InputError, match="no width"):
+        ModelConfig(n_classes=5, name="paper", width=16)
+
+
+def test_augmentation_changes_training_output_but_never_eval_output():
+    augment = AugmentConfig(gain_db=6.0, freq_masks=2, freq_mask_bins=20, time_masks=2, time_mask_frames=20)
+    model = GenreClassifier(ModelConfig(n_classes=3, augment=augment, dropout=0.0))
+    model.eval()
+    with torch.inference_mode():
+        first, second = model(_noise(4)), model(_noise(4))
+    assert torch.equal(first, second)  # eval: no augmentation, same input -> same output
+    model.train()
+    masked = model.spec_augment(torch.ones(4, 128, 130))
+    assert (masked == 0).any() and not torch.equal(masked[0], masked[1])  # random bands, per example
+    assert model.spec_augment.eval()(torch.ones(4, 128, 130)).eq(1).all()
+
+
+def test_checkpoints_without_a_model_name_are_the_paper_cnn():
+    old = {"n_classes": 5, "dropout": 0.5, "frontend": ModelConfig(n_classes=5).frontend.to_dict()}  # a format-1 config
+    config = ModelConfig.from_dict(old)
+    assert config.name == "paper" and count_parameters(GenreClassifier(config)) == 148165

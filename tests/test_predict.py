@@ -12,22 +12,20 @@ from typer.testing import CliRunner
 
 import streamgenre.predict
 from streamgenre.audio import decode_full, decode_full_native
-from streamgenre.checkpoint import LoadedModel
+from streamgenre.checkpoint import InferenceSpec, LoadedModel
 from streamgenre.cli import app
-from streamgenre.evaluate import WindowPlan
 from streamgenre.predict import predict_files, stream_windows
-from streamgenre.stream import StreamConfig
 from streamgenre.synth import encode_mp3, make_clip
-from streamgenre.train import TrainConfig, train
-from tests.conftest import write_broken_files, write_packed_dir
+from streamgenre.train import train
+from streamgenre.windows import WindowPlan
+from tests.conftest import tiny_train_config, write_broken_files, write_packed_dir
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("predict")
     write_packed_dir(root / "packed", ["ambient", "rock"], {"train": 2}, per_shard=4, clip_s=3.0)
-    stream = StreamConfig(offset_s=0.5, duration_s=2.0, batch_size=4)
-    train(TrainConfig(shards=str(root / "packed"), out=root / "run", stream=stream, epochs=1, workers=0, progress=False))
+    train(tiny_train_config(root / "packed", root / "run", epochs=1))
     return root / "run"
 
 
@@ -88,7 +86,7 @@ class _StubModel(torch.nn.Module):
 
 
 def _stub(resample: str = "device") -> LoadedModel:
-    return LoadedModel(_StubModel(), ["quiet", "loud"], StreamConfig(resample=resample, sample_rate=16000), Path("stub.pt"), None)
+    return LoadedModel(_StubModel(), InferenceSpec(["quiet", "loud"], 3.0, 16000, resample, None), Path("stub.pt"), None)
 
 
 @pytest.mark.parametrize("resample", ["device", "cpu"])

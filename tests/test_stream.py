@@ -9,9 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamgenre.errors import ShardFormatError
+from streamgenre.errors import InputError, ShardFormatError
 from streamgenre.shards import shard_name
-from streamgenre.stream import StreamConfig, batch_windows, decode_windows, iterate_epoch, make_loader, open_split
+from streamgenre.stream import (
+    SkipTally,
+    StreamConfig,
+    batch_windows,
+    decode_windows,
+    iterate_epoch,
+    make_loader,
+    open_split,
+)
 from tests.conftest import write_packed_dir
 
 GENRES = ["ambient", "rock"]
@@ -118,12 +126,57 @@ def test_stages_work_on_plain_lists():
     assert sum(b.skipped for b in batches) == 1
 
 
-def test_random_offsets_stay_inside_the_clip(chord_mp3):
+def test_random_offsets_stay_inside_the_clip_and_change_with_the_epoch(chord_mp3):
     sample = {"__key__": "k", "__url__": "u", "json": b'{"genre": "folk", "duration_s": 8.0}', "mp3": chord_mp3}
     config = StreamConfig(offset_s=None, duration_s=3.0)
-    out = list(decode_windows([sample] * 4, {"folk": 0}, config, random.Random(0)))
+    out = [item for epoch in range(4) for item in decode_windows([sample], {"folk": 0}, config, epoch)]
     assert all(item.waveform.shape == (66150,) for item in out)
-    assert len({float(item.waveform[:100].abs().sum()) for item in out}) > 1  # different windows
+    assert len({float(item.waveform[:100].abs().sum()) for item in out}) == 4  # a new window each epoch
+
+
+def test_windows_per_clip_come_from_one_decode_at_distinct_stratified_offsets(chord_mp3, monkeypatch):
+    import streamgenre.stream as stream_module
+    from streamgenre.windows import random_offsets
+
+    calls = []
+    original = stream_module.decode_full_native
+    monkeypatch.setattr(stream_module, "decode_full_native", lambda data: calls.append(1) or original(data))
+    sample = {"__key__": "k", "__url__": "u", "json": b'{"genre": "folk", "duration_s": 8.0}', "mp3": chord_mp3}
+    out = list(decode_windows([sample], {"folk": 0}, StreamConfig(offset_s=None, duration_s=1.0, windows_per_clip=5), epoch=2))
+    assert len(out) == 5 and len(calls) == 1  # one container, one decode, five windows
+    offsets = random_offsets("k", 0, 2, 5, 8.0, 1.0)
+    assert offsets == sorted(offsets) and len(set(offsets)) == 5
+    assert all(7.0 * i / 5 <= offset < 7.0 * (i + 1) / 5 for i, offset in enumerate(offsets))  # one per fifth
+    assert offsets == random_offsets("k", 0, 2, 5, 8.0, 1.0) != random_offsets("k", 0, 3, 5, 8.0, 1.0)
+    full, _ = original(chord_mp3)
+    for item, offset in zip(out, offsets):
+        start = round(offset * 22050)
+        torch.testing.assert_close(item.waveform, full[start : start + 22050])
+
+
+def _window_fingerprints(loader, epoch: int) -> list[tuple[str, float]]:
+    return sorted((key, round(float(w.double().sum()), 3)) for batch in iterate_epoch(loader, epoch) for key, w in zip(batch.keys, batch.waveforms))
+
+
+def test_each_clip_gives_k_windows_per_epoch_the_same_whatever_the_workers(packed):
+    root, genre_of = packed
+    config = StreamConfig(offset_s=None, duration_s=0.5, batch_size=4, windows_per_clip=3, window_buffer=8, seed=5)
+    by_workers = {workers: _window_fingerprints(make_loader(open_split(str(root), "train"), config, workers=workers), 1) for workers in (0, 2)}
+    keys = [key for key, _ in by_workers[0]]
+    assert sorted(set(keys)) == sorted(genre_of) and all(keys.count(key) == 3 for key in genre_of)
+    assert len(set(by_workers[0])) == 3 * len(genre_of)  # three distinct windows per clip
+    assert by_workers[0] == by_workers[2]  # the windows depend on seed, epoch and key, not on the workers
+    assert by_workers[0] != _window_fingerprints(make_loader(open_split(str(root), "train"), config, workers=0), 2)
+
+
+def test_window_shuffle_mixes_clips_within_a_bounded_buffer():
+    from streamgenre.stream import _Decoded, shuffle_windows
+
+    items = [_Decoded(f"clip{i // 4}", torch.zeros(1), 0, 22050) for i in range(40)]  # 4 windows per clip, in a row
+    out = list(shuffle_windows(items, size=8, rng=random.Random(0)))
+    assert sorted(item.key for item in out) == sorted(item.key for item in items)
+    first_batch = {item.key for item in out[:4]}
+    assert len(first_batch) > 1  # a batch of 4 no longer holds one clip's windows only
 
 
 def _fake_decoded(count: int, rate: int):
@@ -180,5 +233,15 @@ def test_a_clip_damaged_inside_the_window_is_a_counted_skip(chord_mp3):
     sample = {"__key__": "k", "__url__": "u", "json": b'{"genre": "folk", "duration_s": 8.0}', "mp3": damage_middle(chord_mp3)}
     whole = StreamConfig(whole_clips=True)
     for config in (StreamConfig(offset_s=3.0, duration_s=3.0), StreamConfig(offset_s=3.0, duration_s=3.0, resample="cpu"), whole):
-        (item,) = decode_windows([sample], {"folk": 0}, config, random.Random(0))
+        (item,) = decode_windows([sample], {"folk": 0}, config)
         assert isinstance(item, _Skipped) and "damaged audio after" in item.reason
+
+
+def test_a_fixed_window_past_the_clip_end_is_counted_and_a_repeated_genre_refused(packed):
+    root, genre_of = packed  # 4-s clips
+    loader = make_loader(open_split(str(root), "train"), StreamConfig(offset_s=3.5, duration_s=1.0, batch_size=4), workers=0)
+    tally = SkipTally()
+    windows = sum(len(batch) for batch in tally.passing(iterate_epoch(loader, 0)))
+    assert windows == tally.clamped == len(genre_of)
+    with pytest.raises(InputError, match="rock more than once"):
+        open_split(str(root), "train", genres=["rock", "rock", "ambient"])

@@ -1,18 +1,23 @@
-"""End-to-end training on tiny packed sets: outputs, learning, resume, no intermediates."""
+"""End-to-end training on tiny packed sets: outputs, learning, recipes, resume, locks, no intermediates."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+import streamgenre.train as train_module
 from streamgenre.checkpoint import load_checkpoint, load_for_inference
-from streamgenre.errors import InputError
-from streamgenre.stream import StreamConfig
-from streamgenre.train import TrainConfig, train
-from tests.conftest import write_packed_dir
+from streamgenre.errors import InputError, StreamgenreError
+from streamgenre.lock import LOCK_NAME
+from streamgenre.model import GenreClassifier, ModelConfig
+from streamgenre.recipes import MODERN, PAPER, learning_rate
+from streamgenre.stream import iterate_epoch, make_loader, open_split
+from streamgenre.train import train
+from tests.conftest import tiny_train_config, write_packed_dir
 
 GENRES = ["ambient", "rock"]
 
@@ -24,12 +29,6 @@ def packed(tmp_path_factory) -> Path:
     return root
 
 
-def _config(packed: Path, out: Path, **changes) -> TrainConfig:
-    stream = StreamConfig(offset_s=0.5, duration_s=2.0, batch_size=4, shuffle_buffer=8, seed=0)
-    settings = {"epochs": 2, "workers": 0, "progress": False, **changes}
-    return TrainConfig(shards=str(packed), out=out, stream=stream, **settings)
-
-
 def _files_outside(root: Path, run: Path) -> set[Path]:
     return {p for p in root.rglob("*") if p.suffix in (".png", ".wav") and run not in p.parents}
 
@@ -37,51 +36,124 @@ def _files_outside(root: Path, run: Path) -> set[Path]:
 def test_training_learns_and_writes_every_output(packed, tmp_path):
     run = tmp_path / "run"
     before = _files_outside(tmp_path.parent, run) | _files_outside(packed, run)
-    result = train(_config(packed, run, epochs=10))
+    result = train(tiny_train_config(packed, run, epochs=10))
     assert len(result.history) == 10
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.test is not None and result.test["accuracy"] >= 0.75  # chance is 0.5
+    assert 0 <= result.test["window_accuracy"] <= 1 and "val_window_accuracy" in result.history[-1]
     for name in ("last.pt", "best.pt", "history.json", "history.csv", "loss.png", "accuracy.png", "confusion_matrix.png", "report.json", "report.txt"):
         assert (run / name).is_file(), name
     report = json.loads((run / "report.json").read_text())
     assert set(report["per_class"]) == set(GENRES) and report["samples"] == 4
     assert _files_outside(tmp_path.parent, run) | _files_outside(packed, run) == before  # no PNG/WAV elsewhere
+    assert not (run / LOCK_NAME).exists()  # the lock goes with the run
+
+
+def test_paper_recipe_is_the_papers_plain_loop(packed, tmp_path):
+    """Adam at a constant rate, one window per clip at the offset, plain cross-entropy: step for step."""
+    config = tiny_train_config(packed, tmp_path / "run", epochs=1)
+    assert (PAPER.optimizer, PAPER.lr, PAPER.schedule, PAPER.batch_size, PAPER.epochs, PAPER.windows_per_clip, PAPER.offset_s) == ("adam", 5e-4, "constant", 25, 20, 1, 15.0)
+    assert (PAPER.mixup_alpha, PAPER.label_smoothing, PAPER.clip_grad_norm, PAPER.weight_decay) == (0, 0, None, 0) and PAPER.augment.freq_masks == 0
+    train(config)
+    torch.manual_seed(config.seed)
+    model = GenreClassifier(ModelConfig(n_classes=2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    model.train()
+    for batch in iterate_epoch(make_loader(open_split(str(packed), "train"), config.stream, workers=0), 0):
+        loss = torch.nn.functional.cross_entropy(model(batch.waveforms, sample_rate=batch.sample_rate), batch.labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    trained = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert all(torch.equal(trained[key], value) for key, value in model.state_dict().items())
+
+
+def test_modern_schedule_warms_up_then_decays_as_a_pure_function_of_the_step():
+    rates = [learning_rate(MODERN, step, 100) for step in range(100)]
+    peak = rates.index(max(rates))
+    assert max(rates) == pytest.approx(MODERN.lr) and 5 <= peak <= 10  # 10% warm-up
+    assert rates[:peak] == sorted(rates[:peak]) and rates[peak:] == sorted(rates[peak:], reverse=True)
+    assert rates[-1] < 0.01 * MODERN.lr and learning_rate(MODERN, 150, 100) == learning_rate(MODERN, 100, 100)
 
 
 def test_checkpoint_alone_rebuilds_the_model(packed, tmp_path):
-    train(_config(packed, tmp_path / "run", epochs=1))
+    train(tiny_train_config(packed, tmp_path / "run", epochs=1))
     loaded = load_for_inference(tmp_path / "run")
     bundle = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert loaded.labels == GENRES and loaded.stream.offset_s == 0.5 and loaded.stream.duration_s == 2.0
+    assert loaded.labels == GENRES and loaded.spec.offset_s == 0.5 and loaded.spec.window_s == 2.0
     waveform = torch.randn(2, 44100, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         probs = loaded.model.predict_proba(waveform)
     assert probs.shape == (2, 2) and torch.allclose(probs.sum(dim=1), torch.ones(2))
     assert bundle["epoch"] == 1 and bundle["train_config"]["seed"] == 0
+    assert bundle["train_config"]["shards"] == str(packed.resolve())  # found again from any folder
 
 
-def test_resume_equals_training_straight_through(packed, tmp_path):
-    straight = train(_config(packed, tmp_path / "straight"))
-    train(_config(packed, tmp_path / "split", epochs=1))
-    resumed = train(_config(packed, tmp_path / "split", resume=True))
+@pytest.mark.parametrize("model", ["paper", "resnet"])
+def test_resume_after_an_interrupted_epoch_equals_an_uninterrupted_run(packed, tmp_path, monkeypatch, model):
+    config = dict(recipe="modern", model=model, windows_per_clip=2, epochs=2)
+    straight = train(tiny_train_config(packed, tmp_path / "straight", **config))
+    validate = train_module._validate
+    calls = []
+
+    def interrupt_in_epoch_two(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return validate(*args)
+
+    monkeypatch.setattr(train_module, "_validate", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_train_config(packed, tmp_path / "split", **config))
+    monkeypatch.setattr(train_module, "_validate", validate)
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 1
+    resumed = train(tiny_train_config(packed, tmp_path / "split", resume=True, **config))
     a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [row["train_loss"] for row in resumed.history] == [row["train_loss"] for row in straight.history]
+    assert [row["lr"] for row in resumed.history] == [row["lr"] for row in straight.history]
+
+
+def test_resume_refuses_settings_that_would_change_the_run(packed, tmp_path):
+    train(tiny_train_config(packed, tmp_path / "run", epochs=1))
+    with pytest.raises(InputError, match="recipe.lr 0.0005 -> 0.1"):
+        train(tiny_train_config(packed, tmp_path / "run", epochs=1, lr=0.1, resume=True))
 
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(packed, tmp_path):
     with pytest.raises(InputError, match="--resume"):
-        train(_config(packed, tmp_path / "nothing", resume=True))
-    train(_config(packed, tmp_path / "once", epochs=1))
+        train(tiny_train_config(packed, tmp_path / "nothing", resume=True))
+    train(tiny_train_config(packed, tmp_path / "once", epochs=1))
     with pytest.raises(InputError, match="already holds a run"):
-        train(_config(packed, tmp_path / "once", epochs=1))
+        train(tiny_train_config(packed, tmp_path / "once", epochs=1))
+
+
+def test_a_folder_in_use_is_refused_and_a_stale_lock_is_taken_over(packed, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_NAME).write_text(str(os.getpid()))  # a live owner
+    with pytest.raises(InputError, match="in use by another streamgenre process"):
+        train(tiny_train_config(packed, run, epochs=1))
+    (run / LOCK_NAME).write_text("999999999")  # no such process
+    train(tiny_train_config(packed, run, epochs=1))
+    assert (run / "last.pt").is_file() and not (run / LOCK_NAME).exists()
+
+
+def test_diverging_loss_stops_with_a_clear_message(packed, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "_mixed_loss", lambda *args: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(StreamgenreError, match="training diverged.*lower --lr"):
+        train(tiny_train_config(packed, tmp_path / "run", epochs=1))
+    assert not (tmp_path / "run" / "best.pt").exists()  # nothing saved from a NaN model
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0.0, -1.0])
+def test_non_finite_or_non_positive_learning_rates_are_refused(lr):
+    with pytest.raises(InputError, match="--lr must be a finite number > 0"):
+        PAPER.with_options(lr=lr)
 
 
 def test_too_many_undecodable_samples_stop_the_run(tmp_path):
     write_packed_dir(tmp_path / "bad", GENRES, {"train": 2}, per_shard=2, clip_s=3.0, corrupt_key="train0001")
-    from streamgenre.errors import StreamgenreError
-
     with pytest.raises(StreamgenreError, match="failed to decode"):
-        train(_config(tmp_path / "bad", tmp_path / "run", epochs=1))
+        train(tiny_train_config(tmp_path / "bad", tmp_path / "run", epochs=1))

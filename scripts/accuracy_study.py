@@ -1,0 +1,108 @@
+"""Accuracy study: the classic baseline beside each recipe and model, over several pack seeds.
+
+For each seed, packs the clips with `pack --seed SEED` (a new track-grouped split), runs the
+MFCC baseline (scripts/baseline_features.py) and trains each configuration, then prints a
+table of whole-clip and single-window test accuracy, macro-F1 and training minutes (mean and
+standard deviation over seeds). Finished runs are reused, so an interrupted study continues.
+
+    python scripts/accuracy_study.py ../shared/data/manifest.csv --work study --seeds 0 1 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from baseline_features import run as run_baseline
+
+from streamgenre.pack import PackConfig, pack
+from streamgenre.recipes import recipe_named
+from streamgenre.train import TrainConfig, train
+
+# name: (recipe, model, recipe overrides)
+CONFIGS = {
+    "paper recipe + paper CNN": ("paper", "paper", {}),
+    "modern recipe + paper CNN": ("modern", "paper", {}),
+    "modern recipe + resnet": ("modern", "resnet", {}),
+}
+
+
+def run_seed(source: Path, work: Path, seed: int, configs: list[str], overrides: dict) -> list[dict]:
+    """Pack with `seed`, then score the baseline and every configuration; returns result rows."""
+    shards = work / f"shards-seed{seed}"
+    if not (shards / "index.json").exists():
+        pack(PackConfig(source=source, out=shards, seed=seed), progress=False)
+    rows = [_baseline_row(shards, work / f"baseline-seed{seed}.json", seed)]
+    for name in configs:
+        recipe_name, model, changes = CONFIGS[name]
+        run = work / f"{name.replace(' ', '_').replace('+', 'and')}-seed{seed}"
+        if not (run / "report.json").exists():
+            recipe = recipe_named(recipe_name).with_options(**changes, **overrides.get(recipe_name, {}))
+            started = time.perf_counter()
+            train(TrainConfig(shards=str(shards), out=run, recipe=recipe, model=model, seed=seed, progress=False))
+            (run / "study.json").write_text(json.dumps({"train_minutes": (time.perf_counter() - started) / 60}))
+        report = json.loads((run / "report.json").read_text())
+        minutes = json.loads((run / "study.json").read_text())["train_minutes"]
+        rows.append({"config": name, "seed": seed, "accuracy": report["accuracy"], "window_accuracy": report["window_accuracy"], "macro_f1": report["macro_f1"], "minutes": minutes})
+    return rows
+
+
+def _baseline_row(shards: Path, path: Path, seed: int) -> dict:
+    if not path.exists():
+        path.write_text(json.dumps(run_baseline(str(shards))))
+    result = json.loads(path.read_text())
+    best = "logreg"
+    return {
+        "config": "classic baseline (MFCC stats + logistic regression)",
+        "seed": seed,
+        "accuracy": result["whole_clip"][best]["accuracy"],
+        "window_accuracy": result["single_window"][best]["accuracy"],
+        "macro_f1": result["whole_clip"][best]["macro_f1"],
+        "minutes": None,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: mean ± standard deviation over seeds per configuration."""
+    lines = [
+        "| configuration | whole-clip accuracy | single-window accuracy | macro-F1 | train minutes | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for config in dict.fromkeys(row["config"] for row in rows):
+        mine = [row for row in rows if row["config"] == config]
+        cells = [_spread([row[key] for row in mine]) for key in ("accuracy", "window_accuracy", "macro_f1", "minutes")]
+        lines.append(f"| {config} | " + " | ".join(cells) + f" | {len(mine)} |")
+    return "\n".join(lines)
+
+
+def _spread(values: list) -> str:
+    values = [value for value in values if value is not None]
+    if not values:
+        return "-"
+    deviation = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {deviation:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="what `streamgenre pack` takes: a manifest, a folder per genre, ...")
+    parser.add_argument("--work", type=Path, default=Path("study"), help="folder for shards, runs and results")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--modern-epochs", type=int, help="override the modern recipe's epochs")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    overrides = {"modern": {"epochs": args.modern_epochs}} if args.modern_epochs else {}
+    rows = []
+    for seed in args.seeds:
+        rows += run_seed(args.source, args.work, seed, args.configs, overrides)
+        (args.work / "results.json").write_text(json.dumps(rows, indent=2))
+        print(table(rows), flush=True)
+    (args.work / "results.md").write_text(table(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()

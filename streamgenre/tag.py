@@ -1,0 +1,257 @@
+"""`streamgenre tag`: write each file's predicted genre into the file's own genre tag.
+
+The prediction is `predict`'s (`predict_files`, the whole clip heard). The tag is the format's
+own genre field, written by mutagen: ID3 TCON (MP3), the Vorbis comment GENRE (FLAC, Ogg
+Vorbis, Opus) and ``©gen`` (M4A/MP4). Safe by default: nothing is written without `write`;
+unsure predictions and files that already have a genre are left alone unless asked.
+
+A write never edits the file in place: the file is copied beside itself, the copy is tagged,
+flushed to disk and renamed over the original, so an interruption leaves the original as it
+was or fully tagged. mutagen rewrites only tag blocks; the audio frames stay byte-identical.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from streamgenre.checkpoint import LoadedModel
+from streamgenre.errors import InputError
+from streamgenre.windows import WindowPlan
+from streamgenre.predict import predict_files
+
+EXTRA_HINT = "pip install 'streamgenre[tag]'"
+CSV_COLUMNS = ("path", "current_genre", "predicted_genre", "probability", "action", "error")
+
+# What the plan says per file; "write" becomes "written" once done.
+WRITE, WRITTEN, UNSURE, HAS_GENRE, SAME, ERROR = "write", "written", "skip: unsure", "skip: has a genre", "skip: same genre", "error"
+
+
+@dataclass
+class TagRow:
+    """One file in the plan: what it has, what the model says, and what is (or was) done."""
+
+    path: str
+    current: list[str]
+    predicted: str | None
+    probability: float | None
+    action: str
+    error: str | None = None
+
+    @property
+    def current_text(self) -> str:
+        """The genre the file has now, several values joined by ``; ``; empty if none."""
+        return "; ".join(self.current)
+
+    def to_json(self) -> dict:
+        """The object printed per line by ``tag --json``."""
+        row = {"path": self.path, "current_genre": self.current, "predicted_genre": self.predicted, "action": self.action}
+        row["probability"] = None if self.probability is None else round(self.probability, 6)
+        if self.error:
+            row["error"] = self.error
+        return row
+
+    def to_csv(self) -> list[str]:
+        """The row written by ``tag --csv``, in `CSV_COLUMNS` order."""
+        probability = "" if self.probability is None else f"{self.probability:.6f}"
+        return [self.path, self.current_text, self.predicted or "", probability, self.action, self.error or ""]
+
+
+class TagFormatError(Exception):
+    """A file mutagen cannot read, or whose format has no genre field we write."""
+
+
+def require_mutagen() -> None:
+    """Fail with one line naming the extra when mutagen is not installed."""
+    try:
+        import mutagen  # noqa: F401
+    except ImportError:
+        raise InputError(f"tagging needs mutagen: {EXTRA_HINT}") from None
+
+
+def tag_files(
+    loaded: LoadedModel,
+    paths: list[Path],
+    plan: WindowPlan,
+    device: torch.device,
+    min_probability: float = 0.0,
+    overwrite: bool = False,
+    write: bool = False,
+) -> Iterator[TagRow]:
+    """Yield one row per path, in order; with `write`, each file is tagged as soon as it is heard.
+
+    Files mutagen cannot read are not predicted; files PyAV cannot decode get an error row;
+    the others are still planned (and written).
+    """
+    if not 0.0 <= min_probability <= 1.0:
+        raise InputError(f"--min-probability must be between 0 and 1, got {min_probability}")
+    current: dict[int, list[str]] = {}
+    readable: list[Path] = []
+    errors: dict[int, str] = {}
+    for number, path in enumerate(paths):
+        try:
+            current[number] = read_genre(path)
+            readable.append(path)
+        except TagFormatError as exn:
+            errors[number] = str(exn)
+    predictions = predict_files(loaded, readable, plan, 1, device)
+    for number, path in enumerate(paths):
+        if number in errors:
+            yield TagRow(str(path), [], None, None, ERROR, errors[number])
+            continue
+        prediction = next(predictions)
+        if prediction.error:
+            yield TagRow(str(path), current[number], None, None, ERROR, f"cannot decode: {prediction.error}")
+            continue
+        genre, probability = prediction.top[0]
+        row = TagRow(str(path), current[number], genre, probability, _decide(current[number], genre, probability, min_probability, overwrite))
+        if row.action == WRITE and (problem := _unwritable(path)):
+            row.action, row.error = ERROR, problem
+        if write and row.action == WRITE:
+            try:
+                write_genre(path, genre)
+                row.action = WRITTEN
+            except (TagFormatError, OSError) as exn:
+                row.action, row.error = ERROR, f"cannot write the tag: {exn}"
+        yield row
+
+
+def _decide(current: list[str], genre: str, probability: float, min_probability: float, overwrite: bool) -> str:
+    if probability < min_probability:
+        return UNSURE
+    if [value.casefold() for value in current] == [genre.casefold()]:
+        return SAME
+    if current and not overwrite:
+        return HAS_GENRE
+    return WRITE
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why `path` must not be replaced: a read-only file (no write bit for anyone) or folder."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = os.stat(target).st_mode
+    except OSError as exn:
+        return f"cannot write the tag: {exn}"
+    if not mode & 0o222 or not os.access(target, os.W_OK):
+        return "the file is read-only: not tagged"
+    if not os.access(target.parent, os.W_OK):
+        return f"its folder {target.parent} is not writable (the tagged copy is written beside the file)"
+    return None
+
+
+# -- formats ---------------------------------------------------------------------------------
+def _open(path: Path, kind=None):
+    """The mutagen file object of `path` (of class `kind` when given) and its format name."""
+    import mutagen
+
+    try:
+        audio = kind(path) if kind else mutagen.File(path)
+    except (mutagen.MutagenError, OSError) as exn:
+        raise TagFormatError(f"cannot read its tags: {exn}") from None
+    if audio is None:
+        raise TagFormatError("not an audio format mutagen knows")
+    name = type(audio).__name__
+    if name not in _FIELDS:
+        raise TagFormatError(f"cannot tag {name} files (tagged formats: MP3, FLAC, Ogg Vorbis, Opus, M4A)")
+    return audio, name
+
+
+# The field each supported mutagen class keeps its genre in.
+_FIELDS = {"MP3": "TCON", "FLAC": "GENRE", "OggVorbis": "GENRE", "OggOpus": "GENRE", "OggFLAC": "GENRE", "MP4": "\xa9gen"}
+
+
+def read_genre(path: Path) -> list[str]:
+    """The genre values the file's own tag holds now (empty if none).
+
+    Raises:
+        TagFormatError: mutagen cannot read the file, or it is of a format we do not tag.
+    """
+    audio, name = _open(path)
+    tags = audio.tags
+    if tags is None:
+        return []
+    if name == "MP3":
+        return [genre for frame in tags.getall("TCON") for genre in frame.genres]
+    return [str(value) for value in tags.get(_FIELDS[name], [])]
+
+
+def write_genre(path: Path, genre: str) -> None:
+    """Make `genre` the file's only genre value, atomically; other tags and the audio stay as they are.
+
+    The file is copied to a temporary file in its folder (same mode, same owner where allowed),
+    the copy is tagged and fsynced, then renamed over the original (a symlink's target).
+
+    Raises:
+        TagFormatError: the format cannot be read or tagged.
+        OSError: the folder is not writable, the disk is full, ...
+    """
+    from mutagen.id3 import TCON
+
+    target = Path(os.path.realpath(path))
+    _, name = _open(target)  # fail before copying anything
+    handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tagging{target.suffix}")
+    os.close(handle)
+    temporary = Path(temporary_name)
+    try:
+        shutil.copyfile(target, temporary)
+        shutil.copymode(target, temporary)
+        _copy_owner(target, temporary)
+        audio, _ = _open(temporary, kind=_class_of(name))
+        if audio.tags is None:
+            audio.add_tags()
+        if name == "MP3":
+            version = 3 if audio.tags.version[:2] == (2, 3) else 4  # keep an ID3v2.3 tag at v2.3
+            audio.tags.delall("TCON")
+            audio.tags.add(TCON(encoding=3, text=[genre]))
+            audio.save(v2_version=version)
+        else:
+            audio.tags[_FIELDS[name]] = [genre]
+            audio.save()
+        with open(temporary, "rb+") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+        _fsync_folder(target.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _class_of(name: str):
+    from mutagen.flac import FLAC
+    from mutagen.mp3 import MP3
+    from mutagen.mp4 import MP4
+    from mutagen.oggflac import OggFLAC
+    from mutagen.oggopus import OggOpus
+    from mutagen.oggvorbis import OggVorbis
+
+    return {"MP3": MP3, "FLAC": FLAC, "OggVorbis": OggVorbis, "OggOpus": OggOpus, "OggFLAC": OggFLAC, "MP4": MP4}[name]
+
+
+def _copy_owner(source: Path, destination: Path) -> None:
+    """Give the copy the original's owner and group where this user may (e.g. as root)."""
+    info = source.stat()
+    if hasattr(os, "chown") and (info.st_uid, info.st_gid) != (os.getuid(), os.getgid()):
+        try:
+            os.chown(destination, info.st_uid, info.st_gid)
+        except PermissionError:
+            pass
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)

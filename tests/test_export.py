@@ -1,0 +1,160 @@
+"""`streamgenre export`: the ONNX and TorchScript files reproduce PyTorch's probabilities."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import streamgenre.export as export_module
+from streamgenre.audio import decode_full
+from streamgenre.checkpoint import InferenceSpec, LoadedModel, load_for_inference
+from streamgenre.cli import app
+from streamgenre.evaluate import WindowPlan
+from streamgenre.export import TOLERANCE, load_exported
+from streamgenre.synth import encode_mp3, make_clip
+from streamgenre.train import train
+from tests.conftest import tiny_train_config, write_packed_dir
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+GENRES = ["ambient", "rock"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    write_packed_dir(root / "packed", GENRES, {"train": 2}, per_shard=4, clip_s=3.0)
+    train(tiny_train_config(root / "packed", root / "run", epochs=2))
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[Path]:
+    """Two MP3s: a 22.05 kHz mono one and a 44.1 kHz stereo one."""
+    folder = tmp_path_factory.mktemp("clips")
+    (folder / "rock.mp3").write_bytes(encode_mp3(make_clip("rock", 11, 7.0), 22050))
+    (folder / "ambient.mp3").write_bytes(encode_mp3(make_clip("ambient", 12, 5.0, 44100), 44100, channels=2))
+    return [folder / "rock.mp3", folder / "ambient.mp3"]
+
+
+def _windows(paths: list[Path], rate: int, duration_s: float = 2.0) -> torch.Tensor:
+    plan = WindowPlan(duration_s=duration_s, hop_s=duration_s)
+    return torch.cat([plan.cut(decode_full(path.read_bytes(), rate), rate) for path in paths])
+
+
+def _pytorch(run: Path, windows: torch.Tensor, rate: int) -> np.ndarray:
+    loaded = load_for_inference(run)
+    with torch.inference_mode():
+        return loaded.model.predict_proba(windows, sample_rate=rate).numpy()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_file_matches_pytorch_on_clips_with_free_batch_and_length(fmt, run, clips, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    out = tmp_path / f"model.{fmt}"
+    result = CliRunner().invoke(app, ["export", str(run), "--format", fmt, "--out", str(out), "--check", str(clips[0])])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"max \|p - p_pytorch\| = \S+ \(tolerance 1e-04\)", result.stdout)
+    run_file, metadata = load_exported(out, fmt)
+    assert json.loads(metadata["labels"]) == GENRES
+    assert (metadata["sample_rate"], metadata["window_seconds"], metadata["window_samples"]) == ("22050", "2.0", "44100")
+    windows = _windows(clips, 22050)  # 4 + 3 windows of 2 s
+    assert len(windows) == 7
+    expected = _pytorch(run, windows, 22050)
+    got = run_file(windows.numpy())
+    assert got.shape == (7, 2) and np.allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    assert np.abs(got - expected).max() <= TOLERANCE
+    odd = windows[:3, :30001]  # another batch size and a length it was not traced with
+    assert np.abs(run_file(odd.numpy()) - _pytorch(run, odd, 22050)).max() <= TOLERANCE
+
+
+def test_sample_rate_option_builds_the_resampler_into_the_file(run, clips, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "model44k.onnx"
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(out), "--sample-rate", "44100"])
+    assert result.exit_code == 0, result.output
+    run_file, metadata = load_exported(out, "onnx")
+    assert (metadata["sample_rate"], metadata["window_samples"]) == ("44100", "88200")
+    windows = _windows(clips, 44100)
+    assert np.abs(run_file(windows.numpy()) - _pytorch(run, windows, 44100)).max() <= TOLERANCE
+
+
+def test_exported_file_matches_pytorch_on_real_clips(run, shared_data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    paths = sorted(shared_data.glob("*/*.mp3"))[::60][:2]
+    out = tmp_path / "model.onnx"
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(out), *[f"--check={path}" for path in paths]])
+    assert result.exit_code == 0, result.output
+    windows = _windows(paths, 22050, 3.0)[::3]  # every third 3-s window of the two 30-s clips
+    got = load_exported(out, "onnx")[0](windows.numpy())
+    assert np.abs(got - _pytorch(run, windows, 22050)).max() <= TOLERANCE
+
+
+def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # nothing can pass
+    loaded = LoadedModel(_OtherArchitecture().eval(), InferenceSpec(["a", "b", "c"], 1.0, 22050, "device", 15.0), tmp_path / "x.pt", None)
+    with pytest.raises(export_module.ExportCheckError, match="not written"):
+        export_module.export_run(loaded, tmp_path / "out" / "model.pt", "torchscript")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_missing_onnxruntime_names_the_extra_in_one_line(run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert re.fullmatch(r"error: ONNX export needs onnx and onnxruntime \((onnx|onnxruntime) is missing\): pip install 'streamgenre\[export\]'", line)
+
+
+def test_bad_format_and_missing_run_are_one_line(run, tmp_path):
+    for args in (["export", str(run), "--format", "tflite"], ["export", str(tmp_path / "nothing")], ["export", str(run), "--sample-rate", "0"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and result.output.startswith("error:") and len(result.output.strip().splitlines()) == 1
+
+
+def test_readme_example_runs_without_streamgenre(run, clips, tmp_path):
+    pytest.importorskip("onnxruntime")
+    section = README.read_text().split("## Exporting a run")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    assert "streamgenre" not in code and len(code.strip().splitlines()) <= 12
+    assert CliRunner().invoke(app, ["export", str(run), "--out", str(tmp_path / "model.onnx")]).exit_code == 0
+    (tmp_path / "song.mp3").write_bytes(clips[0].read_bytes())
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    genre, probability = done.stdout.split()
+    assert genre in GENRES and 0.5 <= float(probability) <= 1.0
+
+
+class _OtherArchitecture(torch.nn.Module):
+    """Not the paper's CNN: no mel, no 288x432 resize; only the `model(waveform, sample_rate)` contract."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 4, kernel_size=64, stride=32)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        features = torch.relu(self.conv(waveform.unsqueeze(1))).mean(dim=-1)  # (batch, 4), any length
+        return self.head(features)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_any_model_with_the_inference_contract_exports(fmt, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    loaded = LoadedModel(_OtherArchitecture().eval(), InferenceSpec(["a", "b", "c"], 1.0, 22050, "device", 15.0), tmp_path / "x.pt", None)
+    result = export_module.export_run(loaded, tmp_path / "other", fmt)
+    assert result.check.max_abs_diff <= TOLERANCE and result.metadata["window_samples"] == "22050"
+    waveforms = torch.randn(5, 12345)
+    with torch.inference_mode():
+        expected = torch.softmax(loaded.model(waveforms), dim=1).numpy()
+    assert np.abs(load_exported(result.path, fmt)[0](waveforms.numpy()) - expected).max() <= TOLERANCE
