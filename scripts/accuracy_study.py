@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -24,9 +25,9 @@ from streamgenre.train import TrainConfig, train
 
 # name: (recipe, model, recipe overrides)
 CONFIGS = {
-    "paper recipe + paper CNN": ("paper", "paper", {}),
-    "modern recipe + paper CNN": ("modern", "paper", {}),
     "modern recipe + resnet": ("modern", "resnet", {}),
+    "modern recipe + paper CNN": ("modern", "paper", {}),
+    "paper recipe + paper CNN": ("paper", "paper", {}),
 }
 
 
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--modern-epochs", type=int, help="override the modern recipe's epochs")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
     overrides = {"modern": {"epochs": args.modern_epochs}} if args.modern_epochs else {}
     rows = []

@@ -1,21 +1,25 @@
 """Decode audio bytes with PyAV: probe a whole file, or decode only the window a model needs.
 
 Knows nothing about shards, labels or models. Every PyAV/FFmpeg failure leaves this module as
-a `DecodeError` naming the cause.
+a `DecodeError` naming the cause; a failure after some audio has decoded is a
+`DamagedAudioError` saying where, never a silently shorter clip.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
 import torch
 
-from streamgenre.errors import DecodeError
+from streamgenre.errors import DamagedAudioError, DecodeError
 from streamgenre.paper import PAPER_SAMPLE_RATE  # the default rate of every decoder here
 from streamgenre.units import Seconds
 
@@ -41,6 +45,7 @@ def probe(data: bytes) -> AudioInfo:
 
     Raises:
         DecodeError: empty bytes, not a media file, no audio stream, or no decodable audio.
+        DamagedAudioError: the audio decodes, then fails part-way.
     """
     with _open(data) as container:
         stream = _audio_stream(container)
@@ -49,8 +54,7 @@ def probe(data: bytes) -> AudioInfo:
             for frame in container.decode(stream):
                 total += frame.samples
         except av.FFmpegError as exn:
-            if total == 0:
-                raise DecodeError(f"cannot decode audio: {exn}") from exn
+            raise _decode_failure(exn, total / (stream.codec_context.sample_rate or 1)) from exn
         if total == 0:
             raise DecodeError("no decodable audio in the file")
         rate = stream.codec_context.sample_rate
@@ -115,6 +119,63 @@ def decode_full_native(data: bytes, mono: bool = True) -> tuple[torch.Tensor, in
         stream = _audio_stream(container)
         samples = _frames_to_array(container.decode(stream), stream)
         return torch.from_numpy(_finish(samples, mono)), stream.codec_context.sample_rate
+
+
+def decode_blocks(source: bytes | str | Path, sample_rate: int | None = None) -> tuple[int, Iterator[np.ndarray]]:
+    """Open a file (or bytes) and decode it block by block: mono float32, at its own rate or resampled.
+
+    Nothing but the block being decoded is held, so memory does not grow with the file's length
+    (`predict` cuts windows out of a stream of hours). The blocks are the samples `decode_full`
+    (`sample_rate` given) or `decode_full_native` (None) would return, cut into pieces.
+
+    Returns:
+        ``(rate, blocks)``: the rate of the blocks, and a generator of ``(samples,)`` arrays that
+        closes the file when it ends or is closed.
+
+    Raises:
+        DecodeError: not an audio file (at once); the generator raises it, or `DamagedAudioError`,
+            when decoding fails part-way.
+        OSError: the file cannot be read.
+    """
+    opened = _open(source)
+    try:
+        stream = _audio_stream(opened.container)
+    except DecodeError:
+        opened.container.close()
+        raise
+    native = stream.codec_context.sample_rate
+    rate = native if sample_rate is None else sample_rate
+    return rate, _blocks(opened.container, stream, native, rate)
+
+
+def _blocks(container, stream, native: int, rate: int) -> Iterator[np.ndarray]:
+    resampler = None if rate == native else av.AudioResampler(format="flt", layout="mono", rate=rate)
+    decoded = 0
+    with container:
+        try:
+            for frame in container.decode(stream):
+                mono = np.ascontiguousarray(_frame_to_float(frame).mean(axis=0), dtype=np.float32)
+                decoded += frame.samples
+                if resampler is None:
+                    yield mono
+                else:
+                    yield from _resampled(resampler, mono, native)
+        except av.FFmpegError as exn:
+            raise _decode_failure(exn, decoded / native) from exn
+        if resampler is not None:
+            yield from _resampled(resampler, None, native)
+
+
+def _resampled(resampler: av.AudioResampler, mono: np.ndarray | None, from_rate: int) -> Iterator[np.ndarray]:
+    """Feed one block (None: flush) through a stateful resampler, as `resample` does."""
+    if mono is None:
+        outputs = resampler.resample(None)
+    else:
+        frame = av.AudioFrame.from_ndarray(mono[None, :], format="flt", layout="mono")
+        frame.sample_rate = from_rate
+        outputs = resampler.resample(frame)
+    for out in outputs:
+        yield out.to_ndarray()[0]
 
 
 def resample(waveform: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -186,7 +247,11 @@ def _resample_span(span: _Span, sample_rate: int, duration_s: Seconds) -> np.nda
 
 
 def _frames_until(frames, stream, stop_time: Fraction) -> tuple[list, int | None]:
-    """Collect decoded frames until one ends at or after `stop_time` (stream seconds)."""
+    """Collect decoded frames until one ends at or after `stop_time` (stream seconds).
+
+    Raises:
+        DecodeError: no frame decodes; `DamagedAudioError` when one fails after others did.
+    """
     kept, first_pts = [], None
     stop_pts = float(stop_time / stream.time_base)  # compared in pts units: no Fraction per frame
     pts_per_sample = float(1 / (stream.time_base * stream.codec_context.sample_rate))
@@ -198,23 +263,35 @@ def _frames_until(frames, stream, stop_time: Fraction) -> tuple[list, int | None
             if frame.pts is not None and frame.pts + frame.samples * pts_per_sample >= stop_pts:
                 break
     except av.FFmpegError as exn:
-        if not kept:
-            raise DecodeError(f"cannot decode audio: {exn}") from exn
+        decoded = sum(frame.samples for frame in kept) / (stream.codec_context.sample_rate or 1)
+        start = float(first_pts * stream.time_base - _stream_origin(stream)) if first_pts is not None else 0.0
+        raise _decode_failure(exn, decoded, start) from exn
     return kept, first_pts
 
 
 def _frames_to_array(frames, stream) -> np.ndarray:
-    """Stack decoded frames into one float32 ``(channels, samples)`` array."""
+    """Stack decoded frames into one float32 ``(channels, samples)`` array.
+
+    Raises:
+        DecodeError: no frame decodes; `DamagedAudioError` when one fails after others did.
+    """
     chunks = []
     try:
         for frame in frames:
             chunks.append(_frame_to_float(frame))
     except av.FFmpegError as exn:
-        if not chunks:
-            raise DecodeError(f"cannot decode audio: {exn}") from exn
+        raise _decode_failure(exn, sum(chunk.shape[1] for chunk in chunks) / (stream.codec_context.sample_rate or 1)) from exn
     if not chunks:
         return np.zeros((stream.codec_context.channels or 1, 0), np.float32)
     return np.concatenate(chunks, axis=1)
+
+
+def _decode_failure(exn: av.FFmpegError, decoded_s: float, start_s: float = 0.0) -> DecodeError:
+    """The error for an FFmpeg failure `decoded_s` seconds into a decode that began at `start_s`."""
+    reason = exn.strerror or str(exn)
+    if decoded_s <= 0:
+        return DecodeError(f"cannot decode audio: {reason}")
+    return DamagedAudioError(f"damaged audio after {start_s + decoded_s:.2f} s: {reason}")
 
 
 def _frame_to_float(frame: av.AudioFrame) -> np.ndarray:
@@ -259,15 +336,27 @@ def _stream_origin(stream) -> Fraction:
 
 
 class _open:
-    """Open bytes as a PyAV container, turning any failure into a `DecodeError`."""
+    """Open bytes (or a file, read as needed) as a PyAV container, turning any failure into a `DecodeError`.
 
-    def __init__(self, data: bytes):
-        if not data:
+    Raises:
+        OSError: a file that cannot be read.
+    """
+
+    def __init__(self, data: bytes | str | Path):
+        if isinstance(data, (str, Path)):
+            with open(data, "rb") as readable:  # a missing or unreadable file: OSError, as for bytes read before
+                empty = not readable.read(1)
+            source = os.fspath(data)
+        else:
+            empty, source = not data, io.BytesIO(data)
+        if empty:
             raise DecodeError("empty file (0 bytes)")
         try:
-            self.container = av.open(io.BytesIO(data), mode="r")
-        except (av.FFmpegError, UnicodeDecodeError, ValueError) as exn:
-            raise DecodeError(f"not a readable audio file: {exn}") from exn
+            self.container = av.open(source, mode="r")
+        except av.FFmpegError as exn:
+            raise DecodeError(f"not an audio file FFmpeg can read ({(exn.strerror or str(exn)).lower()})") from exn
+        except (UnicodeDecodeError, ValueError) as exn:
+            raise DecodeError(f"not an audio file FFmpeg can read ({exn})") from exn
 
     def __enter__(self):
         return self.container

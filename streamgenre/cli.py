@@ -1,10 +1,11 @@
 """The `streamgenre` command line: options -> config -> one library call -> a printed summary.
 
 The only broad catch in the package lives here: a `StreamgenreError` becomes one line on stderr
-and exit code 2; Ctrl-C exits 130. Heavy imports happen inside commands so `--help` is instant.
-Defaults that are not plain values (``one per CPU core``) are given to typer as `show_default`
-text: written as ``[default: ...]`` inside a help string, Rich would take them for markup and
-drop them.
+and exit code 2; any other exception becomes one line too, with a hint to rerun with
+``streamgenre --debug`` for its traceback; Ctrl-C exits 130. Heavy imports happen inside
+commands so `--help` is instant. Defaults that are not plain values (``one per CPU core``) are
+given to typer as `show_default` text: written as ``[default: ...]`` inside a help string, Rich
+would take them for markup and drop them.
 """
 
 from __future__ import annotations
@@ -79,15 +80,28 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+_OPTIONS = {"debug": False}  # set by the app callback, read by `friendly_errors`
+
+
 @app.callback()
 def main(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Print the full traceback of an unexpected error instead of one line (give it before the command).")] = False,
 ) -> None:
-    """Train and run music-genre classifiers on MP3s streamed from WebDataset shards."""
+    """Train and run music-genre classifiers on MP3s streamed from WebDataset shards.
+
+    Errors are one line on stderr (exit 2); `streamgenre --debug COMMAND ...` shows the traceback
+    of an unexpected one.
+    """
+    _OPTIONS["debug"] = debug
 
 
 def friendly_errors(command):
-    """Turn domain errors into one line on stderr (exit 2) and Ctrl-C into exit 130."""
+    """Turn any error into one line on stderr (exit 2) and Ctrl-C into exit 130.
+
+    A domain error is printed as it is; an unexpected one gets its type and a hint to rerun
+    with ``--debug``, which lets it through with its traceback.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -99,8 +113,30 @@ def friendly_errors(command):
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except SystemExit as exn:
+            if exn.code == _TERMINATED:  # pack turns SIGTERM into this, after cleaning up
+                typer.echo("terminated", err=True)
+            raise
+        except _TYPER_EXITS:
+            raise  # typer's own exits and usage errors (typer.Exit is a RuntimeError)
+        except Exception as exn:  # the last resort: one line, the traceback on request
+            if _OPTIONS["debug"]:
+                raise
+            typer.echo(f"error: {_one_line(exn)} (rerun as `streamgenre --debug {command.__name__} ...` for the traceback)", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+_TYPER_EXITS = (typer.Exit, typer.Abort, typer.BadParameter)
+_TERMINATED = 128 + 15  # SIGTERM's exit status
+
+
+def _one_line(exn: Exception) -> str:
+    if isinstance(exn, OSError) and exn.strerror:
+        return f"{exn.strerror}: {exn.filename}" if exn.filename else exn.strerror
+    text = " ".join(str(exn).split())
+    return f"unexpected {type(exn).__name__}" + (f": {text[:300]}" if text else "")
 
 
 def _fail(message: str) -> None:
@@ -155,11 +191,34 @@ def pack(
 
 @command()
 @friendly_errors
-def info(directory: Annotated[str, typer.Argument(help="Packed directory (or URL prefix) holding index.json.")]) -> None:
+def info(
+    directory: Annotated[str, typer.Argument(help="Packed directory (or URL prefix) holding index.json.")],
+    verify: Annotated[bool, typer.Option("--verify", help="Read every shard (streamed, local or remote) and check its size, sha256 and sample count; exit 1 listing the damaged ones.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar while verifying.")] = False,
+) -> None:
     """Show a packed directory: clips per genre and split, its shards and the options used."""
     from streamgenre.shards import read_index
 
-    typer.echo(_index_table(read_index(directory)))
+    index = read_index(directory)
+    typer.echo(_index_table(index))
+    if verify:
+        _verify(directory, index, quiet)
+
+
+def _verify(directory: str, index, quiet: bool) -> None:
+    from streamgenre.progress import progress_bar
+
+    from streamgenre.shards import verify_shards
+
+    damaged = []
+    for check in progress_bar(verify_shards(directory, index), total=len(index.shards), desc="verifying", unit="shard", enabled=not quiet):
+        if check.problem:
+            damaged.append(check)
+            typer.echo(f"damaged: {check.entry.name}: {check.problem}", err=True)
+    if damaged:
+        typer.echo(f"verify: {len(damaged)} of {len(index.shards)} shards are damaged: {', '.join(c.entry.name for c in damaged)}")
+        raise typer.Exit(1)
+    typer.echo(f"verify: all {len(index.shards)} shards match index.json (size, sha256, sample count)")
 
 
 def _print_pack(report) -> None:

@@ -1,6 +1,7 @@
-"""Domain exceptions: the CLI turns these (and only these) into one-line errors.
+"""Domain exceptions: the CLI turns these into one-line errors (exit 2).
 
-Anything else escaping a command is a bug and keeps its traceback.
+Anything else escaping a command is a bug: the CLI prints it as one line too, with a hint to
+rerun with ``streamgenre --debug`` for the traceback.
 """
 
 
@@ -14,6 +15,10 @@ class InputError(StreamgenreError):
 
 class DecodeError(StreamgenreError):
     """Audio bytes that PyAV/FFmpeg cannot decode (or that hold no audio)."""
+
+
+class DamagedAudioError(DecodeError):
+    """Audio that decodes for a while, then fails: a file damaged mid-way (never returned short)."""
 
 
 class ShardFormatError(StreamgenreError):

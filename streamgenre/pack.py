@@ -5,17 +5,25 @@ every file, in a process pool) -> splits -> shard plan -> one job per shard -> i
 rejected.csv. Everything is written to a staging folder beside DIR that replaces DIR only when
 all of it succeeded. MP3 bytes are copied, never re-encoded, and read from the source once per
 stage, so memory does not grow with the corpus.
+
+A pack killed outright (SIGKILL, power loss) cannot clean up: its staging folder names its
+process, and the next pack into the same DIR removes it once that process is gone. SIGTERM
+cleans up like Ctrl-C. Pool workers exit by themselves when the pack process dies.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import logging
 import os
 import random
 import secrets
 import shutil
 import signal
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -28,12 +36,13 @@ from typing import Any
 
 import streamgenre
 from streamgenre.audio import AudioInfo, probe
-from streamgenre.errors import DecodeError, InputError
+from streamgenre.errors import DamagedAudioError, DecodeError, InputError
 from streamgenre.progress import progress_bar
 from streamgenre.shards import (
     INDEX_NAME,
     REJECTED_NAME,
     SPLITS,
+    SampleMeta,
     ShardEntry,
     ShardIndex,
     atomic_write,
@@ -44,6 +53,8 @@ from streamgenre.shards import (
 from streamgenre.sources import SUBSETS, Track, discover
 from streamgenre.splits import assign_splits, label_names
 from streamgenre.units import Seconds
+
+log = logging.getLogger(__name__)
 
 # FMA's clips are 30 s; shorter ones are kept but flagged `short` in their json. The tolerance
 # (about two MP3 frames) keeps a full clip that decodes a few milliseconds short unflagged.
@@ -61,6 +72,7 @@ OVER_CAP = "over --max-per-genre"
 UNREADABLE = "unreadable"
 EMPTY_FILE = "empty file"
 NO_AUDIO = "no decodable audio"
+DAMAGED = "damaged audio"
 TOO_SHORT = "too short"
 REJECTED_COLUMNS = ("path", "track_id", "genre", "reason", "detail")
 
@@ -172,7 +184,7 @@ class _ShardJob:
     """One shard to write: its final name is fixed before any job runs."""
 
     path: Path
-    samples: tuple[tuple[Track, dict[str, Any]], ...]
+    samples: tuple[tuple[Track, SampleMeta], ...]
 
 
 def pack(config: PackConfig, progress: bool = True) -> PackReport:
@@ -182,28 +194,34 @@ def pack(config: PackConfig, progress: bool = True) -> PackReport:
         InputError: a bad SOURCE, option or output folder, or no file could be packed.
     """
     started = time.perf_counter()
+    _remove_stale_staging(config.out)
     _check_out(config)
     tracks = list(discover(config.source, config.metadata, config.subset))
     if not tracks:
         raise InputError(f"SOURCE {config.source} holds no files to pack")
-    labels = label_names((track.genre for track in tracks if track.genre), config.genres)
+    labels = label_names((track.genre for track in tracks if track.genre and not track.problem), config.genres)
     rejected: list[Rejection] = []
     chosen = _select(tracks, labels, config, rejected)
-    staging = _make_staging(config.out)
-    try:
-        with _worker_pool(config.workers or _usable_cores()) as pool:
-            probed = _probe_all(chosen, config.min_duration_s, pool, rejected, progress)
-            jobs = _plan_shards(probed, labels, config, staging)
-            entries = _write_shards(jobs, pool, progress)
-        index = ShardIndex(labels, _count(jobs, labels), entries, config.options(), streamgenre.__version__)
-        write_index(staging / INDEX_NAME, index)
-        _write_rejected(staging / REJECTED_NAME, rejected)
-        _publish(staging, config.out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    _check_training_clips(chosen, config)  # before minutes of probing; again after it
+    with _terminate_as_exit():
+        staging = _make_staging(config.out)
+        try:
+            with _worker_pool(config.workers or _usable_cores()) as pool:
+                probed = _probe_all(chosen, config.min_duration_s, pool, rejected, progress)
+                labels = _labels_with_clips(labels, probed)
+                jobs = _plan_shards(probed, labels, config, staging)
+                entries = _write_shards(jobs, pool, progress)
+            index = ShardIndex(labels, _count(jobs, labels), entries, config.options(), streamgenre.__version__)
+            write_index(staging / INDEX_NAME, index)
+            _write_rejected(staging / REJECTED_NAME, rejected)
+            _publish(staging, config.out)
+        except BaseException as exn:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exn, OSError):
+                raise _os_failure(exn, config, staging) from exn
+            raise
     reasons = dict(Counter(rejection.reason for rejection in rejected).most_common())
-    short = sum(meta["short"] for job in jobs for _, meta in job.samples)
+    short = sum(meta.short for job in jobs for _, meta in job.samples)
     return PackReport(config.out, index, reasons, short, time.perf_counter() - started)
 
 
@@ -216,6 +234,8 @@ def _check_out(config: PackConfig) -> None:
     source, target = config.source.resolve(), out.resolve()
     if source == target or target in source.parents:
         raise InputError(f"--out {out} holds SOURCE {config.source}; pack into another folder")
+    if source.is_dir() and source in target.parents:
+        raise InputError(f"--out {out} is inside SOURCE {config.source}: a later pack would read the shards as music; pack into a folder outside it")
     if out.is_dir() and not config.overwrite:
         extra = sorted(entry.name for entry in out.iterdir() if entry.name not in _KEPT_NAMES)
         if extra:
@@ -223,22 +243,129 @@ def _check_out(config: PackConfig) -> None:
 
 
 def _make_staging(out: Path) -> Path:
-    """A fresh hidden folder beside DIR (same file system, so publishing is a rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
-    staging.mkdir()
+    """A fresh hidden folder beside DIR (same file system, so publishing is a rename).
+
+    Its name holds this process id and `_OWNER_NAME` inside says which process on which host
+    made it, so a later pack can tell a folder left by a killed pack from one still in use.
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        staging.mkdir()
+    except OSError as exn:
+        raise InputError(f"cannot write to --out {out} (a pack is written beside it, in {out.parent}, then moved): {exn.strerror or exn}") from None
+    try:
+        (staging / _OWNER_NAME).write_text(json.dumps(_owner()))
+    except OSError as exn:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InputError(f"cannot write to --out {out}: {exn.strerror or exn}") from None
     return staging
+
+
+_OWNER_NAME = ".owner.json"
+
+
+def _owner(pid: int | None = None) -> dict[str, Any]:
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "host": socket.gethostname(), "started": _process_start(pid)}
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool | None:
+    """True while the process that wrote `owner` runs, False once it is gone, None if it cannot be told."""
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return None
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it runs, as another user
+    started = owner.get("started")
+    return started is None or _process_start(owner["pid"]) in (None, started)
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders of packs into `out` that were killed (their process is gone).
+
+    If a pack died between retiring the old DIR and moving the new one in, the old DIR is put back.
+    """
+    if not out.parent.is_dir():
+        return
+    prefix = f".{out.name}."
+    for path in sorted(out.parent.iterdir()):
+        kind = path.name[len(prefix) :].split("-", 1)[0] if path.name.startswith(prefix) else None
+        if kind not in ("tmp", "old") or not path.is_dir():
+            continue
+        owner = _read_owner(path)
+        alive = None if owner is None else _owner_alive(owner)
+        if alive is None:
+            log.warning("left %s in place: it looks like an interrupted pack's, but which process made it cannot be told; remove it by hand if no pack runs", path)
+        elif not alive:
+            if kind == "old" and not out.exists():
+                path.rename(out)
+                log.warning("restored %s from %s, left by pack process %d that was killed while replacing it", out, path.name, owner["pid"])
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                log.warning("removed %s, left by pack process %d that is gone (killed before it finished)", path, owner["pid"])
+
+
+def _read_owner(path: Path) -> dict[str, Any] | None:
+    """The owner of a staging folder: its owner file, else the pid in its name (this host assumed)."""
+    try:
+        owner = json.loads((path / _OWNER_NAME).read_text())
+        if isinstance(owner, dict):
+            return owner
+    except (OSError, ValueError):
+        pass
+    parts = path.name.rsplit(".", 1)[-1].split("-")  # tmp-<pid>-<hex>
+    return {"pid": int(parts[1]), "host": socket.gethostname()} if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _os_failure(exn: OSError, config: PackConfig, staging: Path) -> InputError:
+    """One line for a file-system error while packing: a write into DIR, or a SOURCE file that went away."""
+    name = Path(exn.filename) if exn.filename else None
+    reason = exn.strerror or str(exn)
+    if name is None or staging in name.parents or name == staging or config.out in (name, *name.parents):
+        return InputError(f"cannot write the pack to {config.out}: {reason}")
+    return InputError(f"cannot read {name} (did SOURCE change during the pack?): {reason}")
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Make SIGTERM unwind like Ctrl-C (cleaning the staging folder) instead of killing at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _publish(staging: Path, out: Path) -> None:
     """Move the finished staging folder to DIR, keeping DIR's README and dropping the rest of it."""
+    (staging / _OWNER_NAME).unlink(missing_ok=True)  # the pid in the folder's name still says whose it is
     for name in _KEPT_NAMES:
         if (out / name).is_file():
             shutil.copy2(out / name, staging / name)
     if not out.exists():
         staging.rename(out)
         return
-    retired = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+    retired = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
     out.rename(retired)
     staging.rename(out)
     shutil.rmtree(retired)
@@ -246,12 +373,18 @@ def _publish(staging: Path, out: Path) -> None:
 
 # -- selection -------------------------------------------------------------------------------
 def _select(tracks: list[Track], labels: list[str], config: PackConfig, rejected: list[Rejection]) -> list[Track]:
-    """Drop (and record) tracks without a label, of unselected genres, with a taken id, or over the cap.
+    """Drop (and record) listed entries with a problem, tracks without a label, of unselected genres, with a taken id, or over the cap.
 
     Order matters: a duplicate id is judged among selected tracks only, and the cap counts
     only tracks that passed every other check.
     """
     wanted, first = set(labels), {}
+    listed, tracks = tracks, []
+    for track in listed:  # what the source listed but cannot use: a hidden file, an unreadable folder
+        if track.problem:
+            rejected.append(Rejection.of(track, *track.problem))
+        else:
+            tracks.append(track)
 
     def unlabelled(track: Track) -> str | None:
         return None if track.genre else "the source gives no genre for this file"
@@ -296,6 +429,21 @@ def _capped(tracks: list[Track], cap: int, seed: int) -> set[str]:
     return {track_id for genre in sorted(by_genre) for track_id in rng.sample(by_genre[genre], min(cap, len(by_genre[genre])))}
 
 
+def _check_training_clips(tracks: list[Track], config: PackConfig) -> None:
+    """Refuse --val/--test fractions that would leave a genre without a single training clip.
+
+    Only genres split by the fractions count: a split given by the source is the source's choice.
+    """
+    assignment = assign_splits(tracks, config.val, config.test, config.seed)
+    by_fraction = {track.genre for track in tracks if not track.split}
+    trained = {track.genre for track in tracks if assignment[track.track_id] == "train"}
+    starved = sorted(by_fraction - trained)
+    if starved:
+        totals = Counter(track.genre for track in tracks)
+        named = ", ".join(f"{genre} ({totals[genre]} clips)" for genre in starved[:3]) + (f" and {len(starved) - 3} more" if len(starved) > 3 else "")
+        raise InputError(f"--val {config.val:g} and --test {config.test:g} leave no training clip for {named}: lower them")
+
+
 # -- probing ---------------------------------------------------------------------------------
 def _probe_all(tracks: list[Track], min_duration_s: Seconds, pool, rejected: list[Rejection], progress: bool) -> list[_Probed]:
     """Decode every track fully (in the pool); returns those that hold enough audio, in input order."""
@@ -320,6 +468,8 @@ def _probe_track(track: Track, min_duration_s: Seconds) -> _Probed | Rejection:
         return Rejection.of(track, EMPTY_FILE, "0 bytes")
     try:
         info = probe(data)
+    except DamagedAudioError as exn:
+        return Rejection.of(track, DAMAGED, str(exn))
     except DecodeError as exn:
         return Rejection.of(track, NO_AUDIO, str(exn))
     if info.duration_s < min_duration_s:
@@ -327,9 +477,19 @@ def _probe_track(track: Track, min_duration_s: Seconds) -> _Probed | Rejection:
     return _Probed(track, info, len(data))
 
 
+def _labels_with_clips(labels: list[str], probed: list[_Probed]) -> list[str]:
+    """Drop (and say so) the genres none of whose files could be packed: a model cannot learn an empty class."""
+    present = {item.track.genre for item in probed}
+    empty = [genre for genre in labels if genre not in present]
+    if empty:
+        log.warning("no file of %s could be packed (see rejected.csv): left out of the labels", ", ".join(map(repr, empty)))
+    return [genre for genre in labels if genre in present]
+
+
 # -- shard plan and writing ------------------------------------------------------------------
 def _plan_shards(probed: list[_Probed], labels: list[str], config: PackConfig, staging: Path) -> list[_ShardJob]:
     """Split, shuffle each split (seeded, so every shard mixes genres) and cut it into shards."""
+    _check_training_clips([item.track for item in probed], config)  # broken files may have thinned a genre
     splits = assign_splits([item.track for item in probed], config.val, config.test, config.seed)
     jobs = []
     for split in SPLITS:
@@ -355,23 +515,21 @@ def _chunks(items: list[_Probed], max_count: int | None, max_bytes: int) -> Iter
         yield chunk
 
 
-def _sample_meta(item: _Probed, label: int, split: str) -> dict[str, Any]:
+def _sample_meta(item: _Probed, label: int, split: str) -> SampleMeta:
     """The sample's json member: its label, where it came from and what the decode found."""
     track, info = item.track, item.info
-    meta = {
-        "track_id": track.track_id,
-        "genre": track.genre,
-        "label": label,
-        "split": split,
-        "duration_s": round(info.duration_s, 3),
-        "sample_rate": info.sample_rate,
-        "channels": info.channels,
-        "source": track.source,
-        "short": info.duration_s < SHORT_CLIP_S - _SHORT_TOLERANCE_S,
-    }
-    if track.artist:
-        meta["artist"] = track.artist
-    return meta
+    return SampleMeta(
+        track_id=track.track_id,
+        genre=track.genre,
+        label=label,
+        split=split,
+        duration_s=round(info.duration_s, 3),
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+        source=track.source,
+        short=info.duration_s < SHORT_CLIP_S - _SHORT_TOLERANCE_S,
+        artist=track.artist or None,
+    )
 
 
 def _write_shards(jobs: list[_ShardJob], pool, progress: bool) -> list[ShardEntry]:
@@ -394,7 +552,7 @@ def _count(jobs: list[_ShardJob], labels: list[str]) -> dict[str, dict[str, int]
     counts = {split: dict.fromkeys(labels, 0) for split in SPLITS}
     for job in jobs:
         for _, meta in job.samples:
-            counts[meta["split"]][meta["genre"]] += 1
+            counts[meta.split][meta.genre] += 1
     return counts
 
 
@@ -420,11 +578,30 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
     if workers == 1:
         yield None
         return
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),))
     try:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _init_worker(parent: int) -> None:
+    """Leave Ctrl-C to the parent, and exit once the parent is gone (killed with SIGKILL, say).
+
+    A worker of a dead parent would otherwise wait forever for work, holding its memory.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="streamgenre-parent-watch", daemon=True).start()
+
+
+_PARENT_POLL_S = 0.5
 
 
 def _map(pool: ProcessPoolExecutor | None, function: Callable, items: Iterable, chunksize: int) -> Iterator:

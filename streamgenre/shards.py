@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import tarfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from streamgenre.errors import ShardFormatError
 
@@ -45,6 +47,75 @@ class ShardEntry:
 
 
 @dataclass(frozen=True)
+class SampleMeta:
+    """A sample's ``json`` member: what `pack` writes, and what every reader parses and checks.
+
+    Only `genre` is required to read a sample; the rest is what pack records (older or hand-made
+    shards may lack it). `short` flags a clip under 30 s, `source` is the file it came from.
+    """
+
+    genre: str
+    track_id: str | None = None
+    label: int | None = None
+    split: str | None = None
+    duration_s: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    source: str | None = None
+    short: bool | None = None
+    artist: str | None = None
+
+    def __post_init__(self):
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None:
+                if item.name == "genre":
+                    raise ShardFormatError("sample json lacks 'genre'")
+                continue
+            kind = _META_TYPES[item.name]
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise ShardFormatError(f"sample json field {item.name!r} is {value!r}, not a {_TYPE_NAMES[kind]}")
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s >= 0):
+            raise ShardFormatError(f"sample json duration_s {self.duration_s!r} is not a duration")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, without the fields that are unknown (None)."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+    def to_json(self) -> bytes:
+        """The member's bytes, keys sorted so the same sample always gives the same bytes."""
+        return json.dumps(self.to_dict(), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> SampleMeta:
+        """Parse and check a ``json`` member; unknown keys are ignored (newer writers may add some).
+
+        Raises:
+            ShardFormatError: not UTF-8 JSON, not an object, no genre, or a field of the wrong type.
+        """
+        try:
+            value = json.loads(data)
+        except (UnicodeDecodeError, ValueError) as exn:
+            raise ShardFormatError(f"sample json is not valid JSON: {exn}") from None
+        if not isinstance(value, dict):
+            raise ShardFormatError(f"sample json is a {type(value).__name__}, not an object")
+        known = {item.name for item in fields(cls)}
+        value = {name: item for name, item in value.items() if name in known}
+        if isinstance(value.get("duration_s"), int) and not isinstance(value.get("duration_s"), bool):
+            value["duration_s"] = float(value["duration_s"])
+        if "genre" not in value:
+            raise ShardFormatError("sample json lacks 'genre'")
+        return cls(**value)
+
+
+_META_TYPES = {
+    "genre": str, "track_id": str, "label": int, "split": str, "duration_s": float, "sample_rate": int,
+    "channels": int, "source": str, "short": bool, "artist": str,
+}
+_TYPE_NAMES = {str: "string", int: "whole number", float: "number", bool: "true/false"}
+
+
+@dataclass(frozen=True)
 class ShardIndex:
     """index.json: label names in index order, per-split per-genre counts, every shard."""
 
@@ -70,17 +141,51 @@ class ShardIndex:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ShardIndex:
-        """Rebuild from `to_dict` output; unknown or missing keys raise `ShardFormatError`."""
+    def from_dict(cls, data: Any) -> ShardIndex:
+        """Rebuild from `to_dict` output, checking every field's type.
+
+        Raises:
+            ShardFormatError: not an object, unknown or missing keys, or a value of the wrong type.
+        """
+        if not isinstance(data, dict):
+            raise ShardFormatError(f"index.json holds {json.dumps(data)[:40]}, not a streamgenre index object")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown or data.get("format") != INDEX_FORMAT:
             raise ShardFormatError(f"index.json is not a streamgenre index of format {INDEX_FORMAT} (unknown keys: {sorted(unknown)})")
-        try:
-            shards = [ShardEntry(**entry) for entry in data["shards"]]
-            return cls(**{**data, "shards": shards})
-        except (KeyError, TypeError) as exn:
-            raise ShardFormatError(f"index.json is malformed: {exn}") from exn
+        missing = sorted({"labels", "counts", "shards"} - set(data))
+        if missing:
+            raise ShardFormatError(f"index.json is malformed: it lacks {', '.join(missing)}")
+        _check(isinstance(data["labels"], list) and all(isinstance(label, str) for label in data["labels"]), "labels", "a list of names")
+        counts = data["counts"]
+        _check(isinstance(counts, dict) and all(isinstance(per, dict) for per in counts.values()), "counts", "split -> genre -> count")
+        for split, per_genre in counts.items():
+            for genre, count in per_genre.items():
+                _check(_is_count(count), f"counts.{split}.{genre}", "a whole number >= 0", count)
+        _check(isinstance(data["shards"], list) and all(isinstance(entry, dict) for entry in data["shards"]), "shards", "a list of objects")
+        _check(isinstance(data.get("options", {}), dict), "options", "an object")
+        _check(isinstance(data.get("version", ""), str), "version", "a string")
+        shards = []
+        for number, entry in enumerate(data["shards"]):
+            names = {f.name for f in fields(ShardEntry)}
+            if set(entry) != names:
+                raise ShardFormatError(f"index.json shards[{number}] has keys {sorted(entry)}; expected {sorted(names)}")
+            for name in ("name", "split", "sha256"):
+                _check(isinstance(entry[name], str), f"shards[{number}].{name}", "a string", entry[name])
+            for name in ("count", "size_bytes"):
+                _check(_is_count(entry[name]), f"shards[{number}].{name} ({entry['name']})", "a whole number >= 0", entry[name])
+            shards.append(ShardEntry(**entry))
+        return cls(**{**data, "shards": shards})
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check(ok: bool, where: str, expected: str, value: Any = None) -> None:
+    if not ok:
+        found = "" if value is None else f" (found {json.dumps(value)[:40]})"
+        raise ShardFormatError(f"index.json is malformed: {where} must be {expected}{found}")
 
 
 def read_index(directory: str | Path) -> ShardIndex:
@@ -101,8 +206,18 @@ def read_index(directory: str | Path) -> ShardIndex:
     except FileNotFoundError as exn:
         raise ShardFormatError(f"{location} has no {INDEX_NAME}: is it a directory made by `streamgenre pack`?") from exn
     except (OSError, ValueError) as exn:
-        raise ShardFormatError(f"cannot read {location}/{INDEX_NAME}: {exn}") from exn
+        raise ShardFormatError(f"cannot read {member_url(location, INDEX_NAME)}: {_failure(exn)}") from exn
     return ShardIndex.from_dict(data)
+
+
+_PIPE_EXIT = re.compile(r"\): exit (-?\d+) \(")
+
+
+def _failure(exn: Exception) -> str:
+    """An error's text; a failed ``pipe:`` command (webdataset prints its arguments) as its exit status."""
+    text = str(exn)
+    status = _PIPE_EXIT.search(text)
+    return f"the command exited with status {status.group(1)}" if status else text
 
 
 def shard_urls(directory: str | Path, index: ShardIndex, split: str) -> list[str]:
@@ -146,19 +261,19 @@ def atomic_write(path: Path) -> Iterator[io.BufferedWriter]:
         temporary.unlink(missing_ok=True)
 
 
-def write_shard(path: Path, samples: Iterable[tuple[str, bytes, dict[str, Any]]]) -> ShardEntry:
+def write_shard(path: Path, samples: Iterable[tuple[str, bytes, dict[str, Any] | SampleMeta]]) -> ShardEntry:
     """Write a reproducible tar of ``(key, mp3_bytes, metadata)`` samples; returns its entry.
 
     Members are ``key.json`` then ``key.mp3`` per sample, with fixed mtime, owner and mode, so
     identical input gives an identical file (and sha256). The name encodes the split.
     """
     count = 0
-    with atomic_write(path) as stream:
-        with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for key, audio, meta in samples:
-                _add_member(tar, f"{key}.{META_MEMBER}", json.dumps(meta, sort_keys=True).encode())
-                _add_member(tar, f"{key}.{AUDIO_MEMBER}", audio)
-                count += 1
+    with atomic_write(path) as stream, tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, audio, meta in samples:
+            meta_bytes = meta.to_json() if isinstance(meta, SampleMeta) else json.dumps(meta, sort_keys=True).encode()
+            _add_member(tar, f"{key}.{META_MEMBER}", meta_bytes)
+            _add_member(tar, f"{key}.{AUDIO_MEMBER}", audio)
+            count += 1
     return ShardEntry(path.name, path.name.rsplit("-", 1)[0], count, path.stat().st_size, file_sha256(path))
 
 
@@ -179,3 +294,113 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     tar.addfile(info, io.BytesIO(payload))
+
+
+# -- verification ----------------------------------------------------------------------------
+_KEY_OF_MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's grouping: the key ends at the first '.'
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    """What reading one shard end to end found; `problem` is None for an intact shard."""
+
+    entry: ShardEntry
+    samples: int  # samples a reader gets out of it
+    size_bytes: int
+    sha256: str
+    problem: str | None = None
+
+
+def verify_shards(location: str | Path, index: ShardIndex) -> Iterator[ShardCheck]:
+    """Stream every shard of `index` once, checking its size, sha256 and sample count against the index.
+
+    A local folder and a remote location (``pipe:`` command, URL prefix) are read the same way,
+    block by block, so memory stays flat whatever the shard size.
+    """
+    for entry in sorted(index.shards, key=lambda entry: entry.name):
+        yield verify_shard(member_url(str(location), entry.name), entry)
+
+
+def verify_shard(url: str, entry: ShardEntry) -> ShardCheck:
+    """Read one shard (a path or anything webdataset's gopen opens) and compare it with its entry."""
+    reader = _HashingReader()
+    problems = []
+    try:
+        stream = _open_shard(url)
+    except Exception as exn:  # noqa: BLE001 (gopen raises whatever its scheme raises; all mean "cannot open")
+        return ShardCheck(entry, 0, 0, "", f"cannot open: {_failure(exn)}")
+    try:
+        reader.stream = stream
+        samples, tar_problem = _count_samples(reader)
+        reader.drain()
+        if tar_problem:
+            problems.append(tar_problem)
+    except Exception as exn:  # noqa: BLE001 (a failing pipe or connection, mid-stream)
+        problems.append(f"read failed after {reader.size} bytes: {_failure(exn)}")
+        samples = 0
+    finally:
+        try:
+            stream.close()
+        except Exception as exn:  # noqa: BLE001 (webdataset's pipes report a failed command when closed)
+            problems.append(f"read failed: {_failure(exn)}")
+    sha256 = reader.digest.hexdigest()
+    if reader.size != entry.size_bytes:
+        problems.append(f"{reader.size} bytes, index.json says {entry.size_bytes}")
+    if sha256 != entry.sha256:
+        problems.append("sha256 differs from index.json")
+    if samples != entry.count:
+        problems.append(f"{samples} readable samples, index.json says {entry.count}")
+    return ShardCheck(entry, samples, reader.size, sha256, "; ".join(problems) or None)
+
+
+def _open_shard(url: str) -> IO[bytes]:
+    if is_remote(url):
+        import webdataset as wds
+
+        return wds.gopen(url)
+    return open(url, "rb")
+
+
+def _count_samples(reader: _HashingReader) -> tuple[int, str | None]:
+    """Samples as webdataset groups them (consecutive members sharing a key), read as a stream."""
+    samples, key = 0, None
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            for member in tar:
+                match = _KEY_OF_MEMBER.match(member.name)
+                if not member.isreg() or not match:
+                    continue
+                if match.group(1) != key:
+                    samples, key = samples + 1, match.group(1)
+    except (tarfile.TarError, EOFError, OSError) as exn:
+        return samples, f"tar damaged after {samples} samples: {exn}"
+    return samples, None
+
+
+class _HashingReader(io.RawIOBase):
+    """A read-only stream that hashes and counts every byte read through it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stream: IO[bytes] | None = None
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size if size is not None and size >= 0 else 1 << 20)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read what the tar reader left (end-of-archive padding, or the rest after damage)."""
+        while self.read(1 << 20):
+            pass

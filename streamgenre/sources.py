@@ -2,16 +2,20 @@
 
 A SOURCE is an FMA audio tree or ``fma_*.zip`` with ``tracks.csv``, a folder per genre, or a
 CSV manifest. Discovery reads metadata and lists files; it never opens audio, so a broken file
-is found later (by `pack`, which decodes everything) and reported there, not here.
+is found later (by `pack`, which decodes everything) and reported there, not here. What the
+listing itself cannot use (a folder it cannot read, a hidden file, a broken link) is yielded
+too, as a `Track` carrying a `problem`, so that pack lists it in rejected.csv: nothing vanishes.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,6 +32,13 @@ MANIFEST_COLUMNS = ("path", "genre")
 _FMA_GENRE, _FMA_SPLIT, _FMA_SUBSET, _FMA_ARTIST = "track.genre_top", "set.split", "set.subset", "artist.id"
 _FMA_FILE = re.compile(r"^(\d+)\.mp3$")
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+_ID_HASH_CHARS = 8
+
+# Reasons a listed entry is not a track (rows of rejected.csv, beside pack's own reasons).
+UNREADABLE = "unreadable"
+HIDDEN = "hidden"
+NOT_IN_GENRE = "not in a genre folder"
+LINKED = "link into SOURCE"
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,8 @@ class Track:
 
     `genre` is None when the source gives no label (the track is rejected, not guessed);
     `split` and `artist` are None when unknown. `member` names the file inside the zip at
-    `path`; without it `path` is the file itself.
+    `path`; without it `path` is the file itself. `problem` is ``(reason, detail)`` for an
+    entry the listing found but cannot use (pack rejects it with that reason).
     """
 
     track_id: str
@@ -45,6 +57,7 @@ class Track:
     member: str | None = None
     split: str | None = None
     artist: str | None = None
+    problem: tuple[str, str] | None = None
 
     @property
     def source(self) -> str:
@@ -98,27 +111,115 @@ def discover(source: Path, metadata: Path | None = None, subset: str | None = No
 
 # -- folder per genre ------------------------------------------------------------------------
 def _genre_folders(root: Path) -> Iterator[Track]:
-    """Every non-hidden file below ``root/<genre>/``; files directly in `root` are ignored."""
-    folders = sorted(entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    """Every file below ``root/<genre>/``, with an id unique per file (see `_unique_ids`).
+
+    Hidden entries, files directly in `root`, folders that cannot be listed and broken links
+    are yielded with a `problem`, so that they are listed as rejected instead of vanishing.
+    """
+    try:
+        entries = _sorted_entries(root)
+    except OSError as exn:
+        raise InputError(f"cannot list SOURCE {root}: {exn.strerror or exn}") from None
+    folders = [entry for entry in entries if entry.is_dir() and not entry.name.startswith(".")]
     if not folders:
         raise InputError(f"{root} has no genre folders: expected {root}/<genre>/<file>.mp3 (or pass --metadata for an FMA tree)")
+    found: list[tuple[Path, str | None, Path, tuple[str, str] | None]] = []  # (path, genre, path within the genre, problem)
+    for entry in entries:
+        if entry.name.startswith("."):
+            found.append((entry, None, Path(entry.name), (HIDDEN, "names starting with '.' are not packed")))
+        elif entry not in folders:
+            found.append((entry, None, Path(entry.name), (NOT_IN_GENRE, f"directly in SOURCE; put it in {root}/<genre>/ to pack it")))
+    genre_roots = frozenset(folder.resolve() for folder in folders)
     for folder in folders:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                yield Track(track_key(path.stem), folder.name, path)
+        found += [(path, folder.name, path.relative_to(folder), problem) for path, problem in _walk(folder, genre_roots, {folder.resolve()})]
+    ids = _unique_ids([(genre, relative) for _, genre, relative, problem in found if problem is None])
+    for path, genre, relative, problem in found:
+        track_id = ids[genre, relative] if problem is None else ""
+        yield Track(track_id, genre, path, problem=problem)
+
+
+def _sorted_entries(folder: Path) -> list[Path]:
+    with os.scandir(folder) as listing:
+        return sorted(Path(entry.path) for entry in listing)
+
+
+def _walk(folder: Path, genre_roots: frozenset[Path], seen: set[Path]) -> Iterator[tuple[Path, tuple[str, str] | None]]:
+    """Files below `folder` in path order, each with None or the problem that keeps it out.
+
+    A linked folder is followed, unless it leads into a genre folder (its files are packed
+    from there, under their own genre) or back up the walk (`seen`: the real paths walked).
+    """
+    try:
+        entries = _sorted_entries(folder)
+    except OSError as exn:
+        yield folder, (UNREADABLE, f"cannot list this folder: {exn.strerror or exn}")
+        return
+    for path in entries:
+        if path.name.startswith("."):
+            yield path, (HIDDEN, "names starting with '.' are not packed")
+        elif path.is_dir():
+            real = path.resolve()
+            if real in seen:
+                yield path, (UNREADABLE, f"a link to {real}, a folder already read")
+            elif path.is_symlink() and any(real == root or root in real.parents for root in genre_roots):
+                yield path, (LINKED, f"a link to {real}, packed from there under its own genre")
+            else:
+                yield from _walk(path, genre_roots, seen | {real})
+        elif path.is_file():
+            yield path, None
+        else:
+            kind = "a broken link" if path.is_symlink() else "not a regular file"
+            yield path, (UNREADABLE, kind)
+
+
+def _unique_ids(files: list[tuple[str, Path]]) -> dict[tuple[str, Path], str]:
+    """A track id per ``(genre, path within the genre folder)``, unique across the whole SOURCE.
+
+    The id is the path without its suffix, made key-safe (``album1/01.mp3`` -> ``album1_01``).
+    Where that merges names (``album1/01`` in two genres, ``my song``/``my_song``, two
+    non-Latin names, ``x.flac``/``x.wav``), each gets a short hash of its genre and path.
+    """
+    base = {file: track_key(file[1].with_suffix("").as_posix()) for file in files}
+    taken = Counter(base.values())
+    ids = {file: key if taken[key] == 1 else f"{key}-{_path_hash(file, _ID_HASH_CHARS)}" for file, key in base.items()}
+    taken = Counter(ids.values())  # a hashed id equal to another file's plain one: hash longer
+    return {file: key if taken[key] == 1 else f"{base[file]}-{_path_hash(file, 40)}" for file, key in ids.items()}
+
+
+def _path_hash(file: tuple[str, Path], length: int) -> str:
+    genre, relative = file
+    return hashlib.sha1(f"{genre}/{relative.as_posix()}".encode()).hexdigest()[:length]
 
 
 # -- CSV manifest ----------------------------------------------------------------------------
 def _manifest(manifest: Path) -> Iterator[Track]:
     """Rows of ``path,genre[,split][,artist]``; relative paths are taken from the CSV's folder."""
-    with open(manifest, newline="", encoding="utf-8") as stream:
+    with _open_csv(manifest) as stream:
         reader = csv.DictReader(stream)
-        _require_columns(manifest, reader.fieldnames or [], MANIFEST_COLUMNS)
-        rows = list(reader)
+        _require_columns(manifest, _csv_call(manifest, lambda: reader.fieldnames) or [], MANIFEST_COLUMNS)
+        rows = _csv_call(manifest, lambda: list(reader))
     for line, row in enumerate(rows, start=2):
         path = Path(row["path"])
         split = _split_of(row.get("split"), f"{manifest} line {line}")
         yield Track(track_key(path.stem), row["genre"] or None, manifest.parent / path, split=split, artist=row.get("artist") or None)
+
+
+def _open_csv(path: Path):
+    """Open a CSV as UTF-8 text, a leading byte-order mark (as Excel writes it) dropped."""
+    try:
+        return open(path, newline="", encoding="utf-8-sig")
+    except OSError as exn:
+        raise InputError(f"cannot read {path}: {exn.strerror or exn}") from None
+
+
+def _csv_call(path: Path, read):
+    """``read()`` (reading a CSV), a non-UTF-8 file or a broken quote becoming one `InputError`."""
+    try:
+        return read()
+    except UnicodeDecodeError as exn:
+        raise InputError(f"{path} is not UTF-8 text (byte 0x{exn.object[exn.start]:02x} at offset {exn.start}): save it as UTF-8") from None
+    except csv.Error as exn:
+        raise InputError(f"{path} is not a readable CSV: {exn}") from None
 
 
 def _split_of(value: str | None, where: str) -> str | None:
@@ -193,14 +294,14 @@ def read_fma_metadata(path: Path) -> dict[int, _FmaRow]:
     """
     if not path.is_file():
         raise InputError(f"--metadata {path} does not exist")
-    with open(path, newline="", encoding="utf-8") as stream:
+    with _open_csv(path) as stream:
         reader = csv.reader(stream)
-        header = [next(reader, []) for _ in range(3)]
+        header = _csv_call(path, lambda: [next(reader, []) for _ in range(3)])
         if not header[2] or header[2][0] != "track_id":
             raise InputError(f"{path} is not FMA's tracks.csv: its third row must start with 'track_id'")
-        columns = {f"{top}.{sub}": index for index, (top, sub) in enumerate(zip(header[0], header[1])) if top and sub}
+        columns = {f"{top}.{sub}": index for index, (top, sub) in enumerate(zip(header[0], header[1], strict=False)) if top and sub}
         _require_columns(path, list(columns), (_FMA_GENRE,))
-        return {int(row[0]): _fma_row(row, columns, path) for row in reader if row and row[0].isdigit()}
+        return _csv_call(path, lambda: {int(row[0]): _fma_row(row, columns, path) for row in reader if row and row[0].isdigit()})
 
 
 def _fma_row(row: list[str], columns: dict[str, int], path: Path) -> _FmaRow:

@@ -13,9 +13,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from streamgenre.errors import InputError
+from streamgenre.shards import SPLITS
 from streamgenre.sources import Track
-
-SPLIT_ORDER = ("train", "val", "test")
 
 
 def label_names(present: Iterable[str], requested: Sequence[str] | None = None) -> list[str]:
@@ -59,8 +58,8 @@ def assign_splits(tracks: Sequence[Track], val: float, test: float, seed: int) -
     """
     totals = Counter(track.genre for track in tracks)
     targets = {genre: split_targets(total, val, test) for genre, total in totals.items()}
-    active = [split for split, fraction in zip(SPLIT_ORDER, (1.0 - val - test, val, test)) if fraction > 0]
-    tally: dict[str, Counter] = {split: Counter() for split in SPLIT_ORDER}
+    active = [split for split, fraction in zip(SPLITS, (1.0 - val - test, val, test)) if fraction > 0]
+    tally: dict[str, Counter] = {split: Counter() for split in SPLITS}
     assignment, artist_split = {}, {}
     for track in tracks:
         if track.split:

@@ -2,12 +2,12 @@
 
 The loader ships raw waveforms only; spectrograms are the model's job. Each stage is a
 generator from an iterator to an iterator, so it is tested by feeding it a list. Per-sample
-decode failures are counted and skipped; a missing or truncated shard stops the run.
+decode failures (undecodable audio, a garbage json member) are counted and skipped; a missing
+shard, or one that yields fewer samples than index.json lists, stops the run naming the shard.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,7 +23,7 @@ import webdataset as wds
 from streamgenre.audio import decode_full, decode_full_native, decode_window, decode_window_native
 from streamgenre.errors import DecodeError, InputError, ShardFormatError
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
-from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, ShardIndex, read_index, shard_urls
+from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SampleMeta, ShardIndex, read_index, shard_urls
 from streamgenre.units import Seconds
 from streamgenre.windows import random_offsets, slice_windows
 
@@ -120,11 +120,14 @@ class ShardStream(torch.utils.data.IterableDataset):
     epoch from a pickled copy, so the shard and sample order must come from the epoch number.
     """
 
-    def __init__(self, urls: list[str], label_of_genre: dict[str, int], config: StreamConfig, split_nodes: bool = True):
+    def __init__(
+        self, urls: list[str], label_of_genre: dict[str, int], config: StreamConfig, split_nodes: bool = True, counts: list[int] | None = None
+    ):
         super().__init__()
         if not urls:
             raise InputError("no shards to read")
         self.urls = urls
+        self.expected = dict(zip(urls, counts, strict=True)) if counts is not None else None
         self.label_of_genre = label_of_genre
         self.config = config
         self.split_nodes = split_nodes
@@ -135,14 +138,14 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[Batch]:
-        rank, world_size, worker, num_workers = wds.utils.pytorch_worker_info()
+        rank, _world_size, worker, _num_workers = wds.utils.pytorch_worker_info()
         seed = _stream_seed(self.config.seed, self.epoch, rank, worker)
         pipeline = wds.DataPipeline(
             wds.SimpleShardList(self.urls),
             partial(shuffle_shards, seed=self.config.seed + self.epoch, enabled=self.config.shuffle_shards),
             *([wds.split_by_node] if self.split_nodes else []),
             wds.split_by_worker,
-            read_shards,
+            partial(read_shards, expected=self.expected),
             *([wds.shuffle(self.config.shuffle_buffer, initial=self.config.shuffle_buffer, seed=seed)] if self.config.shuffle_buffer > 1 else []),
             partial(decode_windows, label_of_genre=self.label_of_genre, config=self.config, epoch=self.epoch),
             *([partial(shuffle_windows, size=self.config.window_buffer, rng=random.Random(seed))] if self.config.windows_per_clip > 1 else []),
@@ -163,15 +166,33 @@ def shuffle_shards(urls: Iterable[dict], seed: int, enabled: bool = True) -> Ite
     yield from urls
 
 
-def read_shards(sources: Iterable[dict]) -> Iterator[dict | _Fatal]:
-    """Open each shard URL and yield its samples; a shard that fails yields one `_Fatal`."""
+def read_shards(sources: Iterable[dict], expected: dict[str, int] | None = None) -> Iterator[dict | _Fatal]:
+    """Open each shard URL and yield its samples; a shard that fails yields one `_Fatal`.
+
+    `expected` maps a URL to its sample count in index.json. A tar reader stops quietly at a
+    damaged header (one flipped bit drops the rest of the shard), so a shard that yields another
+    number of samples than listed is a `_Fatal` too, never a silent loss.
+    """
     for source in sources:
         url = source["url"]
+        count = 0
         try:
-            yield from wds.tariterators.tarfile_samples([source])
+            for sample in wds.tariterators.tarfile_samples([source]):
+                count += 1
+                yield sample
         except (OSError, tarfile.TarError, ValueError, EOFError) as exn:
-            yield _Fatal(f"cannot read shard {url}: {exn}")
+            yield _Fatal(f"cannot read shard {url}: {_reason(exn)}")
             return
+        wanted = None if expected is None else expected.get(url)
+        if wanted is not None and count != wanted:
+            yield _Fatal(f"shard {url} is damaged: {count} samples read, index.json lists {wanted}; check it with `streamgenre info --verify`")
+            return
+
+
+def _reason(exn: Exception) -> str:
+    """The cause of a read failure, without the stream reprs webdataset appends to its arguments."""
+    first = str(exn.args[0]) if exn.args and isinstance(exn, (tarfile.TarError, EOFError)) else str(exn)
+    return first.split(" @ <", 1)[0] or type(exn).__name__
 
 
 def decode_windows(
@@ -186,18 +207,25 @@ def decode_windows(
         if META_MEMBER not in sample or AUDIO_MEMBER not in sample:
             yield _Skipped(key, f"missing {META_MEMBER} or {AUDIO_MEMBER} member in {sample.get('__url__')}")
             continue
-        meta = json.loads(sample[META_MEMBER])
-        if meta["genre"] not in label_of_genre:
-            continue
         try:
-            windows, rate = _decode(sample[AUDIO_MEMBER], key, meta.get("duration_s", config.duration_s), config, epoch)
+            meta = SampleMeta.from_json(sample[META_MEMBER])
+        except ShardFormatError as exn:
+            log.warning("skipping %s from %s: %s", key, sample.get("__url__"), exn)
+            yield _Skipped(key, str(exn))
+            continue
+        if meta.genre not in label_of_genre:
+            continue
+        clip_s = config.duration_s if meta.duration_s is None else meta.duration_s
+        try:
+            windows, rate = _decode(sample[AUDIO_MEMBER], key, clip_s, config, epoch)
         except DecodeError as exn:
             log.warning("skipping %s from %s: %s", key, sample.get("__url__"), exn)
             yield _Skipped(key, str(exn))
             continue
-        clamped = config.offset_s is not None and not config.whole_clips and config.offset_s + config.duration_s > meta.get("duration_s", math.inf) + _CLAMP_TOLERANCE_S
+        known_s = math.inf if meta.duration_s is None else meta.duration_s
+        clamped = config.offset_s is not None and not config.whole_clips and config.offset_s + config.duration_s > known_s + _CLAMP_TOLERANCE_S
         for waveform in windows:
-            yield _Decoded(key, waveform, label_of_genre[meta["genre"]], rate, clamped)
+            yield _Decoded(key, waveform, label_of_genre[meta.genre], rate, clamped)
 
 
 def _decode(data: bytes, key: str, clip_s: Seconds, config: StreamConfig, epoch: int) -> tuple[list[torch.Tensor], int]:
@@ -297,11 +325,15 @@ def evaluation_stream(duration_s: Seconds, sample_rate: int, resample: str, offs
 
 @dataclass(frozen=True)
 class SplitSource:
-    """Everything the loader needs to know about one split of a packed directory."""
+    """Everything the loader needs to know about one split of a packed directory.
+
+    `counts` (one per URL, from index.json) lets the loader notice a shard that ends early.
+    """
 
     urls: list[str]
     labels: list[str]
     sample_count: int
+    counts: list[int] | None = None
 
 
 def open_split(directory: str, split: str, genres: list[str] | None = None, index: ShardIndex | None = None) -> SplitSource:
@@ -322,7 +354,7 @@ def open_split(directory: str, split: str, genres: list[str] | None = None, inde
     urls = shard_urls(directory, index, split)
     if not urls:
         raise InputError(f"{directory} has no {split} shards (splits present: {', '.join(sorted({e.split for e in index.shards}))})")
-    return SplitSource(urls, labels, index.split_count(split, labels))
+    return SplitSource(urls, labels, index.split_count(split, labels), [entry.count for entry in index.split_shards(split)])
 
 
 def make_loader(
@@ -333,8 +365,10 @@ def make_loader(
     `split_nodes=False` lets one process read the whole split even inside a torchrun job.
     """
     workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise InputError(f"--workers must be >= 0 (0 reads in the main process), got {workers}")
     workers = min(workers, len(source.urls))  # a worker with no shard would only idle
-    dataset = ShardStream(source.urls, {genre: i for i, genre in enumerate(source.labels)}, config, split_nodes)
+    dataset = ShardStream(source.urls, {genre: i for i, genre in enumerate(source.labels)}, config, split_nodes, source.counts)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=None,

@@ -58,7 +58,7 @@ def test_native_window_keeps_rate_and_channels(stereo_44k_mp3):
 
 
 def test_broken_files_raise_decode_error(tmp_path, chord_mp3):
-    for kind, path in write_broken_files(tmp_path, chord_mp3).items():
+    for path in write_broken_files(tmp_path, chord_mp3).values():
         with pytest.raises(DecodeError):
             probe(path.read_bytes())
 
@@ -68,3 +68,25 @@ def test_real_clips_window_matches_full_decode(shared_data):
     full = decode_full(data).numpy()
     window = decode_window(data, 15.0, 3.0).numpy()
     assert _corr(window, full[15 * 22050 : 18 * 22050]) > 0.99
+
+
+def damage_middle(data: bytes, size: int = 2000) -> bytes:
+    """`data` with `size` bytes in the middle zeroed: FFmpeg decodes the first half, then fails."""
+    middle = len(data) // 2
+    return data[:middle] + bytes(size) + data[middle + size :]
+
+
+def test_damage_mid_file_is_an_error_saying_where_never_a_short_clip(chord_mp3):
+    from streamgenre.audio import decode_full_native
+    from streamgenre.errors import DamagedAudioError
+
+    damaged = damage_middle(chord_mp3)
+    for decode in (probe, decode_full_native, decode_full, lambda data: decode_window(data, 3.0, 3.0), lambda data: decode_window_native(data, 3.0, 3.0)):
+        with pytest.raises(DamagedAudioError, match=r"damaged audio after [34]\.\d\d s: Invalid data"):
+            decode(damaged)
+    assert decode_window(damaged, 0.5, 2.0).shape == (44100,)  # a window before the damage still decodes
+
+
+def test_a_non_audio_file_says_so_without_an_errno(tmp_path, chord_mp3):
+    with pytest.raises(DecodeError, match=r"^not an audio file FFmpeg can read \(invalid data found when processing input\)$"):
+        probe(write_broken_files(tmp_path, chord_mp3)["text"].read_bytes())

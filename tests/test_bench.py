@@ -69,3 +69,21 @@ def test_missing_default_directory_points_to_the_demo(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["bench", "--quick"])
     assert result.exit_code == 2
     assert "streamgenre demo" in result.output and "Traceback" not in result.output
+
+
+def test_an_out_that_is_a_file_fails_at_once_in_one_line(tmp_path):
+    (tmp_path / "bench.txt").write_text("a file")
+    result = CliRunner().invoke(app, ["bench", str(tmp_path), "--quick", "--out", str(tmp_path / "bench.txt")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "is a file" in result.output
+
+
+def test_garbage_members_are_left_out_and_noted(tmp_path):
+    from streamgenre.bench import BenchConfig, _decodable_clips, _measure_read, select_clips
+
+    write_packed_dir(tmp_path / "packed", GENRES, {"train": 2}, per_shard=3, clip_s=4.0, corrupt_key="train0001")
+    config = BenchConfig(str(tmp_path / "packed"), quick=True, progress=False)
+    dropped: list[str] = []
+    _, clips = _measure_read(select_clips(config.shards, 6), config, dropped)
+    usable, formats = _decodable_clips(clips, config, dropped)
+    assert len(usable) == 5 and sum(formats.values()) == 5
+    assert len(dropped) == 1 and dropped[0].startswith("train0001: not an audio file FFmpeg can read")

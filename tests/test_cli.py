@@ -84,3 +84,28 @@ def test_models_command_lists_every_model_with_its_size():
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     assert "paper" in result.output and "resnet" in result.output and "177,736" in result.output  # the paper CNN for 8 genres
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint_and_debug_shows_the_traceback(tmp_path, monkeypatch):
+    import streamgenre.shards
+
+    def broken(directory):
+        raise RuntimeError("something nobody expected\nsecond line")
+
+    monkeypatch.setattr(streamgenre.shards, "read_index", broken)
+    result = CliRunner().invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.output.startswith("error: unexpected RuntimeError: something nobody expected second line")
+    assert "streamgenre --debug info" in result.output
+    result = CliRunner().invoke(app, ["--debug", "info", str(tmp_path)])
+    assert isinstance(result.exception, RuntimeError)
+    assert "--debug" in CliRunner().invoke(app, ["--help"]).output
+
+
+def test_negative_workers_is_one_line(tmp_path):
+    from tests.conftest import write_packed_dir
+
+    write_packed_dir(tmp_path / "packed", ["ambient", "rock"], {"train": 2}, per_shard=1, clip_s=1.0)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--workers", "-1", "--quiet"])
+    assert result.exit_code == 2 and result.output.startswith("error:") and "--workers must be >= 0" in result.output
+    assert result.output.count("\n") == 1

@@ -30,7 +30,7 @@ ALLOWED = {
     "dist": set(),
     "plots": set(),
     "sources": set(),
-    "splits": {"sources"},
+    "splits": {"shards", "sources"},
     "pack": {"audio", "progress", "sources", "splits", "shards"},
     "stream": {"audio", "paper", "shards", "windows"},
     "model": {"augment", "frontend", "models"},

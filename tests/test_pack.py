@@ -190,8 +190,8 @@ def test_genres_option_filters_and_orders_the_labels(tiny_corpus, tmp_path):
         pack(PackConfig(source=tiny_corpus, out=tmp_path / "other", genres=("jazz",)), progress=False)
 
 
-@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
-def test_an_interrupted_pack_leaves_no_index_and_no_temp_dir(tiny_corpus, tmp_path, monkeypatch, error):
+@pytest.mark.parametrize(("error", "raised"), [(KeyboardInterrupt, KeyboardInterrupt), (OSError, InputError)])  # a disk error: one line
+def test_an_interrupted_pack_leaves_no_index_and_no_temp_dir(tiny_corpus, tmp_path, monkeypatch, error, raised):
     real_write_shard, calls = streamgenre.pack.write_shard, []
 
     def fail_on_second_shard(*args):
@@ -202,13 +202,13 @@ def test_an_interrupted_pack_leaves_no_index_and_no_temp_dir(tiny_corpus, tmp_pa
 
     monkeypatch.setattr(streamgenre.pack, "write_shard", fail_on_second_shard)
     config = PackConfig(source=tiny_corpus, out=tmp_path / "shards", max_count=4, workers=1)
-    with pytest.raises(error):
+    with pytest.raises(raised):
         pack(config, progress=False)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / INDEX_NAME).write_text("{}")  # an earlier pack, which --overwrite must keep on failure
     calls.clear()
-    with pytest.raises(error):
+    with pytest.raises(raised):
         pack(PackConfig(source=tiny_corpus, out=tmp_path / "shards", max_count=4, workers=1, overwrite=True), progress=False)
     assert [path.name for path in tmp_path.iterdir()] == ["shards"] and (tmp_path / "shards" / INDEX_NAME).read_text() == "{}"
 
@@ -284,3 +284,198 @@ def test_real_clips_pack_from_the_manifest_with_artists_in_one_split(shared_data
     assert all(len(splits) == 1 for splits in splits_of_artist.values())
     assert all(report.index.split_count(split) > 0 for split in ("train", "val", "test"))
     assert {sample["meta"]["channels"] for sample in samples.values()} == {2}
+
+
+# -- nothing lost, nothing silent --------------------------------------------------------------
+def _one_error_line(result, message: str) -> None:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
+
+
+@pytest.fixture(scope="module")
+def messy_folder(tmp_path_factory, chord_mp3) -> Path:
+    """Genre folders with names that clean to the same id, a hidden file, a stray top-level file, a damaged clip."""
+    from tests.test_audio import damage_middle
+
+    root = tmp_path_factory.mktemp("messy")
+    names = ["album1/01.mp3", "album2/01.mp3", "my song.mp3", "my_song.mp3", "Тема.mp3", "主题.mp3"]
+    for number, name in enumerate(names):
+        for genre in ("folk", "rock"):
+            (root / genre / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / genre / name).write_bytes(_clip(genre, number))
+    (root / "rock" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "notes.txt").write_text("not in a genre folder")
+    (root / "rock" / "damaged.mp3").write_bytes(damage_middle(chord_mp3))
+    return root
+
+
+def test_folder_pack_keeps_every_file_whose_name_cleans_to_a_taken_id(messy_folder, tmp_path):
+    report = pack(PackConfig(source=messy_folder, out=tmp_path / "out", workers=1), progress=False)
+    assert report.packed == 12
+    samples = _samples(tmp_path / "out")
+    assert sorted(Path(s["meta"]["source"]).relative_to(messy_folder).as_posix() for s in samples.values()) == sorted(
+        f"{genre}/{name}" for genre in ("folk", "rock") for name in ["album1/01.mp3", "album2/01.mp3", "my song.mp3", "my_song.mp3", "Тема.mp3", "主题.mp3"]
+    )
+    assert _rejected(tmp_path / "out") == {".DS_Store": "hidden", "notes.txt": "not in a genre folder", "damaged.mp3": "damaged audio"}
+    with open(tmp_path / "out" / REJECTED_NAME, newline="") as stream:
+        damaged = next(row for row in csv.DictReader(stream) if row["reason"] == "damaged audio")
+    assert damaged["detail"].startswith("damaged audio after ")
+
+
+def test_a_real_duplicate_in_a_manifest_names_both_paths(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "song.mp3").write_bytes(_clip("rock", 1))
+    (tmp_path / "list.csv").write_text("path,genre\na/song.mp3,rock\nb/song.mp3,rock\n")
+    pack(PackConfig(source=tmp_path / "list.csv", out=tmp_path / "out", workers=1, val=0, test=0), progress=False)
+    with open(tmp_path / "out" / REJECTED_NAME, newline="") as stream:
+        (row,) = list(csv.DictReader(stream))
+    assert row["reason"] == "duplicate track id" and row["path"].endswith("b/song.mp3") and row["detail"].endswith("a/song.mp3")
+
+
+def test_an_unreadable_genre_folder_is_listed(messy_folder, tmp_path, monkeypatch):
+    import os
+
+    real_scandir = os.scandir
+
+    def scandir(path):  # chmod cannot lock root out, so the listing is made to fail
+        if Path(path).name == "album2":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = pack(PackConfig(source=messy_folder, out=tmp_path / "out", workers=1, genres=("folk",)), progress=False)
+    assert report.packed == 5
+    with open(tmp_path / "out" / REJECTED_NAME, newline="") as stream:
+        rows = {(Path(row["path"]).relative_to(messy_folder).as_posix(), row["reason"]): row["detail"] for row in csv.DictReader(stream)}
+    assert rows["folk/album2", "unreadable"] == "cannot list this folder: Permission denied"
+    assert rows["rock/album2", "unreadable"] == "cannot list this folder: Permission denied"
+
+
+def test_out_inside_source_is_refused(tiny_corpus, tmp_path):
+    source = tmp_path / "music"
+    shutil.copytree(tiny_corpus, source)
+    result = CliRunner().invoke(app, ["pack", str(source), "--out", str(source / "shards"), "--quiet"])
+    _one_error_line(result, "is inside SOURCE")
+    assert not (source / "shards").exists()
+
+
+@pytest.mark.parametrize(("val", "test"), [(0.89, 0.1), (0.5, 0.49)])
+def test_fractions_that_leave_a_genre_no_training_clip_are_refused(tiny_corpus, tmp_path, val, test):
+    result = CliRunner().invoke(app, ["pack", str(tiny_corpus), "--out", str(tmp_path / "out"), "--val", str(val), "--test", str(test), "--quiet"])
+    _one_error_line(result, "leave no training clip for ambient (6 clips)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_out_that_cannot_be_written_is_one_line(tiny_corpus, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("a file, not a folder")
+    result = CliRunner().invoke(app, ["pack", str(tiny_corpus), "--out", str(tmp_path / "file" / "shards"), "--quiet"])
+    _one_error_line(result, "cannot write to --out")
+
+    def read_only(path, samples):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(streamgenre.pack, "write_shard", read_only)
+    result = CliRunner().invoke(app, ["pack", str(tiny_corpus), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"])
+    _one_error_line(result, f"cannot write the pack to {tmp_path / 'out'}: Permission denied")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]
+
+
+def test_non_utf8_manifest_is_one_line(tmp_path):
+    (tmp_path / "list.csv").write_bytes("path,genre\ncaf\xe9.mp3,rock\n".encode("latin-1"))
+    result = CliRunner().invoke(app, ["pack", str(tmp_path / "list.csv"), "--out", str(tmp_path / "out"), "--quiet"])
+    _one_error_line(result, "is not UTF-8 text")
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tiny_corpus, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    def terminated(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the pack")
+
+    monkeypatch.setattr(streamgenre.pack, "write_shard", terminated)
+    with pytest.raises(SystemExit) as stopped:
+        pack(PackConfig(source=tiny_corpus, out=tmp_path / "shards", workers=1), progress=False)
+    assert stopped.value.code == 128 + signal.SIGTERM and list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_killed_packs_staging_folder_is_removed_by_the_next_pack(tiny_corpus, tmp_path, caplog):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = tmp_path / f".shards.tmp-{int(dead.stdout)}-0123abcd"
+    stale.mkdir()
+    (stale / "train-000000.tar").write_bytes(b"half a shard")
+    busy = tmp_path / f".shards.tmp-{os.getpid()}-4567cdef"  # a pack still running (this process)
+    busy.mkdir()
+    with caplog.at_level("WARNING", logger="streamgenre.pack"):
+        pack(PackConfig(source=tiny_corpus, out=tmp_path / "shards", workers=1, genres=("rock",)), progress=False)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [busy.name, "shards"]
+    assert f"removed {stale}" in caplog.text and str(busy) not in caplog.text
+    assert not (tmp_path / "shards" / ".owner.json").exists()
+
+
+_POOL_CHILD = """
+import sys, time
+from streamgenre.pack import _worker_pool
+with _worker_pool(2) as pool:
+    print(pool.submit(int, "1").result(), flush=True)  # the pool is started (workers wait for work)
+    print(*pool._processes, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_pool_workers_exit_when_the_pack_process_is_killed():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", _POOL_CHILD], stdout=subprocess.PIPE, text=True)
+    child.stdout.readline()
+    workers = [int(pid) for pid in child.stdout.readline().split()]
+    assert len(workers) == 2
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, dead but not yet reaped by init, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_genre_with_no_packable_file_is_left_out_of_the_labels(tiny_corpus, tmp_path, caplog):
+    source = tmp_path / "music"
+    shutil.copytree(tiny_corpus, source)
+    (source / "old shards").mkdir()
+    (source / "old shards" / "train-000000.tar").write_bytes(b"not audio" * 100)
+    with caplog.at_level("WARNING", logger="streamgenre.pack"):
+        report = pack(PackConfig(source=source, out=tmp_path / "out", workers=1), progress=False)
+    assert report.index.labels == ["ambient", "electronic", "rock"] and "'old shards'" in caplog.text
+    assert _rejected(tmp_path / "out") == {"train-000000.tar": "no decodable audio"}
+
+
+def test_a_pack_killed_while_replacing_dir_gets_the_old_dir_back(tiny_corpus, tmp_path, caplog):
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+    retired = tmp_path / f".shards.old-{dead}-0123abcd"
+    retired.mkdir()
+    (retired / INDEX_NAME).write_text("{}")
+    with caplog.at_level("WARNING", logger="streamgenre.pack"), pytest.raises(InputError, match="not empty"):
+        pack(PackConfig(source=tiny_corpus, out=tmp_path / "shards", workers=1), progress=False)
+    assert (tmp_path / "shards" / INDEX_NAME).read_text() == "{}" and "restored" in caplog.text

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
+import streamgenre.predict
+from streamgenre.audio import decode_full, decode_full_native
+from streamgenre.checkpoint import InferenceSpec, LoadedModel
 from streamgenre.cli import app
+from streamgenre.predict import predict_files, stream_windows
 from streamgenre.synth import encode_mp3, make_clip
 from streamgenre.train import train
+from streamgenre.windows import WindowPlan
 from tests.conftest import tiny_train_config, write_broken_files, write_packed_dir
 
 
@@ -63,3 +70,95 @@ def test_dash_reads_paths_from_stdin(run, audio_dir):
 def test_missing_checkpoint_is_one_clear_line(tmp_path, audio_dir):
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "nothing.pt"), str(audio_dir)])
     assert result.exit_code == 2 and result.output.startswith("error:") and "Traceback" not in result.output
+
+
+# -- streaming: the same windows as a whole-file decode, in bounded memory -----------------------
+class _StubModel(torch.nn.Module):
+    """Logits from each window's mean and energy; records every batch size it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, waveforms, sample_rate):
+        self.batches.append(len(waveforms))
+        return torch.stack([waveforms.mean(dim=1), waveforms.pow(2).mean(dim=1)], dim=1)
+
+
+def _stub(resample: str = "device") -> LoadedModel:
+    return LoadedModel(_StubModel(), InferenceSpec(["quiet", "loud"], 3.0, 16000, resample, None), Path("stub.pt"), None)
+
+
+@pytest.mark.parametrize("resample", ["device", "cpu"])
+@pytest.mark.parametrize(
+    "plan",
+    [WindowPlan(2.0, hop_s=2.0), WindowPlan(1.5, hop_s=0.7), WindowPlan(3.0, hop_s=5.0), WindowPlan(2.0, windows=5), WindowPlan(2.0, windows=1), WindowPlan(9.0, hop_s=2.0), WindowPlan(9.0, windows=3), WindowPlan(2.0)],
+)
+def test_streamed_windows_equal_the_windows_of_a_whole_decode(audio_dir, plan, resample):
+    path = audio_dir / "nested" / "tune.mp3"  # 3 s of 44.1 kHz stereo
+    loaded = _stub(resample)
+    if resample == "device":
+        waveform, rate = decode_full_native(path.read_bytes())
+    else:
+        waveform, rate = decode_full(path.read_bytes(), 16000), 16000
+    expected = plan.cut(waveform, rate)
+    streamed = list(stream_windows(path, loaded, plan))
+    assert {r for _, r in streamed} == {rate} and len(streamed) == len(expected)
+    torch.testing.assert_close(torch.stack([w for w, _ in streamed]), expected, atol=1e-5, rtol=0)
+
+
+def test_the_model_never_sees_more_than_a_chunk_of_windows(audio_dir, monkeypatch):
+    monkeypatch.setattr(streamgenre.predict, "WINDOWS_PER_FORWARD", 3)
+    loaded = _stub()
+    paths = [audio_dir / "song.mp3", audio_dir / "nested" / "tune.mp3", audio_dir / "song.mp3"]
+    results = list(predict_files(loaded, paths, WindowPlan(1.0, hop_s=0.5), top=2, device=torch.device("cpu")))
+    assert [r.windows for r in results] == [9, 5, 9] and max(loaded.model.batches) <= 3
+    assert sum(loaded.model.batches) == 23
+
+
+def test_memory_does_not_grow_with_the_file(tmp_path):
+    import tracemalloc
+    import wave
+
+    rate, minutes = 8000, 10
+    path = tmp_path / "long.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        tone = (np.sin(np.arange(rate * 60) * 0.05) * 8000).astype("<i2").tobytes()
+        for _ in range(minutes):
+            out.writeframes(tone)
+    whole_bytes = rate * 60 * minutes * 4  # the file as float32: 19.2 MB
+    tracemalloc.start()
+    try:
+        (result,) = predict_files(_stub(), [path], WindowPlan(1.0, hop_s=1.0), top=1, device=torch.device("cpu"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.error is None and result.windows == 60 * minutes
+    assert peak < whole_bytes / 8, f"peak {peak / 1e6:.1f} MB for a {whole_bytes / 1e6:.1f} MB waveform"
+
+
+def test_a_damaged_file_is_an_error_line_not_a_short_clip(run, audio_dir, tmp_path, chord_mp3):
+    from tests.test_audio import damage_middle
+
+    (tmp_path / "damaged.mp3").write_bytes(damage_middle(chord_mp3))
+    result = CliRunner().invoke(app, ["predict", str(run), str(tmp_path / "damaged.mp3"), str(audio_dir / "song.mp3")])
+    assert result.exit_code == 1
+    assert f"error: {tmp_path / 'damaged.mp3'}: damaged audio after " in result.stderr and "song.mp3  (3 windows)" in result.stdout
+
+
+def test_a_non_audio_file_says_so_with_its_path(run, tmp_path):
+    (tmp_path / "notes.mp3").write_text("not audio")
+    result = CliRunner().invoke(app, ["predict", str(run), str(tmp_path / "notes.mp3")])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'notes.mp3'}: not an audio file FFmpeg can read (invalid data found when processing input)"
+
+
+def test_a_broken_link_in_a_folder_gets_an_error_line(tmp_path):
+    from streamgenre.predict import expand_inputs
+
+    (tmp_path / "gone.mp3").symlink_to(tmp_path / "nowhere.mp3")
+    (tmp_path / "notes.txt").write_text("not audio")
+    assert expand_inputs([str(tmp_path)]) == [tmp_path / "gone.mp3"]

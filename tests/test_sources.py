@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -66,12 +68,58 @@ def test_fma_zip_members_are_read_from_the_archive(tmp_path):
         Track("x", "Pop", archive, "fma_small/000/missing.mp3").read_bytes()
 
 
-def test_folder_per_genre_labels_by_folder_and_skips_hidden_and_top_level_files(tmp_path):
-    for relative in ["Rock/a.mp3", "Rock/live/b.song.mp3", "Jazz/c.mp3", "Jazz/.DS_Store", "README.md", ".hidden/d.mp3"]:
-        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / relative).write_bytes(b"x")
+def _files(root: Path, *relatives: str) -> None:
+    for relative in relatives:
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"x")
+
+
+def test_folder_per_genre_labels_by_folder_and_lists_hidden_and_top_level_files_as_problems(tmp_path):
+    _files(tmp_path, "Rock/a.mp3", "Rock/live/b.song.mp3", "Jazz/c.mp3", "Jazz/.DS_Store", "README.md", ".hidden/d.mp3")
     tracks = list(discover(tmp_path))
-    assert [(track.track_id, track.genre) for track in tracks] == [("c", "Jazz"), ("a", "Rock"), ("b_song", "Rock")]
+    assert [(track.track_id, track.genre) for track in tracks if not track.problem] == [("c", "Jazz"), ("a", "Rock"), ("live_b_song", "Rock")]
+    problems = {track.path.relative_to(tmp_path).as_posix(): track.problem[0] for track in tracks if track.problem}
+    assert problems == {".hidden": "hidden", "README.md": "not in a genre folder", "Jazz/.DS_Store": "hidden"}
+
+
+def test_folder_pack_ids_are_unique_per_file_even_where_cleaning_merges_names(tmp_path):
+    names = ["album1/01.mp3", "album2/01.mp3", "my song.mp3", "my_song.mp3", "Тема.mp3", "主题.mp3", "x.flac", "x.wav", "solo.mp3"]
+    _files(tmp_path, *(f"Rock/{name}" for name in names), "Jazz/01.mp3", "Jazz/album1/01.mp3")
+    tracks = [track for track in discover(tmp_path) if not track.problem]
+    ids = {track.path.relative_to(tmp_path).as_posix(): track.track_id for track in tracks}
+    assert len(ids) == len(set(ids.values())) == 11
+    assert ids["Rock/solo.mp3"] == "solo" and ids["Jazz/01.mp3"] == "01"  # no hash where nothing merges
+    assert re.fullmatch(r"album1_01-[0-9a-f]{8}", ids["Rock/album1/01.mp3"]) and re.fullmatch(r"my_song-[0-9a-f]{8}", ids["Rock/my song.mp3"])
+    assert all(track_key(track_id) == track_id for track_id in ids.values())
+    assert {track.track_id for track in discover(tmp_path) if not track.problem} == set(ids.values())  # stable between runs
+
+
+def test_unreadable_folders_and_broken_links_are_listed_not_dropped(tmp_path, monkeypatch):
+    _files(tmp_path, "Rock/a.mp3", "Rock/locked/b.mp3", "Jazz/c.mp3")
+    (tmp_path / "Jazz" / "gone.mp3").symlink_to(tmp_path / "nowhere.mp3")
+    (tmp_path / "Jazz" / "loop").symlink_to(tmp_path / "Jazz")
+    real_scandir = os.scandir
+
+    def scandir(path):  # the tests may run as root, which chmod cannot lock out
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    tracks = list(discover(tmp_path))
+    assert sorted(track.track_id for track in tracks if not track.problem) == ["a", "c"]
+    problems = {track.path.name: track.problem for track in tracks if track.problem}
+    assert problems["locked"] == ("unreadable", "cannot list this folder: Permission denied") and problems["gone.mp3"] == ("unreadable", "a broken link")
+    assert problems["loop"][0] == "unreadable" and "already read" in problems["loop"][1]
+
+
+def test_a_link_into_another_genre_is_listed_not_packed_twice(tmp_path):
+    _files(tmp_path, "src/Rock/a.mp3", "src/Jazz/b.mp3", "outside/c.mp3")
+    (tmp_path / "src" / "Rock" / "jazz too").symlink_to(tmp_path / "src" / "Jazz")
+    (tmp_path / "src" / "Rock" / "more").symlink_to(tmp_path / "outside")
+    tracks = list(discover(tmp_path / "src"))
+    assert sorted((track.genre, track.track_id) for track in tracks if not track.problem) == [("Jazz", "b"), ("Rock", "a"), ("Rock", "more_c")]
+    assert [track.problem[0] for track in tracks if track.path.name == "jazz too"] == ["link into SOURCE"]
 
 
 def test_manifest_resolves_relative_paths_and_reads_optional_columns(tmp_path):
@@ -139,3 +187,12 @@ def _zip(root: Path) -> Path:
 def _text(root: Path, name: str) -> Path:
     (root / name).write_text("path,genre\n")
     return root / name
+
+
+def test_manifest_may_start_with_a_byte_order_mark_but_must_be_utf8(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_bytes("path,genre\na.mp3,Rock\n".encode("utf-8-sig"))
+    assert [track.genre for track in discover(manifest)] == ["Rock"]
+    manifest.write_bytes("path,genre\nb\u00e9b\u00e9.mp3,Rock\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"manifest.csv is not UTF-8 text \(byte 0xe9 at offset 12\): save it as UTF-8"):
+        list(discover(manifest))

@@ -10,7 +10,7 @@ import pytest
 from streamgenre.errors import InputError
 from streamgenre.shards import SPLITS
 from streamgenre.sources import Track
-from streamgenre.splits import SPLIT_ORDER, assign_splits, label_names, split_targets
+from streamgenre.splits import assign_splits, label_names, split_targets
 
 
 def _tracks(per_genre: int, genres=("Folk", "Pop", "Rock"), per_artist: int = 0) -> list[Track]:
@@ -25,10 +25,6 @@ def _tracks(per_genre: int, genres=("Folk", "Pop", "Rock"), per_artist: int = 0)
 
 def _split_counts(tracks: list[Track], assignment: dict[str, str]) -> dict[tuple[str, str], int]:
     return Counter((assignment[track.track_id], track.genre) for track in tracks)
-
-
-def test_split_names_match_the_shard_contract():
-    assert SPLIT_ORDER == SPLITS
 
 
 def test_label_names_are_sorted_or_in_the_requested_order():

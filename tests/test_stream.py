@@ -192,6 +192,51 @@ def test_pipe_location_with_name_placeholder_reads_like_a_folder(packed):
     assert sorted(_epoch_keys(loader)) == sorted(genre_of)
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_flipped_bit_in_a_tar_header_stops_the_epoch_naming_the_shard(tmp_path, workers):
+    from tests.test_shards import flip_header_byte
+
+    _write_packed(tmp_path / "flip")
+    flip_header_byte(tmp_path / "flip" / shard_name("train", 2), member=2)  # the tar reader stops there, silently
+    loader = make_loader(open_split(str(tmp_path / "flip"), "train"), StreamConfig(offset_s=0.0, duration_s=0.5), workers=workers)
+    with pytest.raises(ShardFormatError, match=r"train-000002.tar is damaged: 1 samples read, index.json lists 3"):
+        list(iterate_epoch(loader, 0))
+
+
+def test_a_garbage_json_member_is_skipped_and_counted(tmp_path):
+    import tarfile
+
+    genre_of = _write_packed(tmp_path / "json")
+    path = tmp_path / "json" / shard_name("train", 1)
+    with tarfile.open(path) as tar:
+        member = next(m for m in tar.getmembers() if m.name == "train0101.json")
+    data = bytearray(path.read_bytes())
+    data[member.offset_data : member.offset_data + 2] = b"\xff{"  # same size, no longer JSON
+    path.write_bytes(bytes(data))
+    loader = make_loader(open_split(str(tmp_path / "json"), "train"), StreamConfig(offset_s=0.0, duration_s=0.5), workers=1)
+    batches = list(iterate_epoch(loader, 0))
+    assert sorted(k for b in batches for k in b.keys) == sorted(k for k in genre_of if k != "train0101")
+    assert sum(b.skipped for b in batches) == 1
+
+
+def test_negative_workers_is_an_input_error(packed):
+    from streamgenre.errors import InputError
+
+    with pytest.raises(InputError, match="--workers must be >= 0"):
+        make_loader(open_split(str(packed[0]), "train"), StreamConfig(), workers=-1)
+
+
+def test_a_clip_damaged_inside_the_window_is_a_counted_skip(chord_mp3):
+    from streamgenre.stream import _Skipped
+    from tests.test_audio import damage_middle
+
+    sample = {"__key__": "k", "__url__": "u", "json": b'{"genre": "folk", "duration_s": 8.0}', "mp3": damage_middle(chord_mp3)}
+    whole = StreamConfig(whole_clips=True)
+    for config in (StreamConfig(offset_s=3.0, duration_s=3.0), StreamConfig(offset_s=3.0, duration_s=3.0, resample="cpu"), whole):
+        (item,) = decode_windows([sample], {"folk": 0}, config)
+        assert isinstance(item, _Skipped) and "damaged audio after" in item.reason
+
+
 def test_a_fixed_window_past_the_clip_end_is_counted_and_a_repeated_genre_refused(packed):
     root, genre_of = packed  # 4-s clips
     loader = make_loader(open_split(str(root), "train"), StreamConfig(offset_s=3.5, duration_s=1.0, batch_size=4), workers=0)
