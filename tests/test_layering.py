@@ -42,7 +42,7 @@ ALLOWED = {
     "train": {"checkpoint", "dist", "evaluate", "lock", "model", "paper", "plots", "progress", "recipes", "shards", "stream", "windows"},
     "bench": {"audio", "dist", "frontend", "model", "models", "pack", "plots", "progress", "shards", "stream", "train"},
     "demo": {"pack", "progress", "recipes", "stream", "synth", "train"},
-    "cli": {"augment", "bench", "checkpoint", "demo", "dist", "evaluate", "export", "model", "models", "pack", "plots", "predict", "recipes", "shards", "stream", "tag", "train", "units", "windows"},
+    "cli": {"augment", "bench", "checkpoint", "demo", "dist", "evaluate", "export", "model", "models", "pack", "plots", "predict", "progress", "recipes", "shards", "stream", "tag", "train", "units", "windows"},
 }
 
 
