@@ -207,7 +207,6 @@ def info(
 
 def _verify(directory: str, index, quiet: bool) -> None:
     from streamgenre.progress import progress_bar
-
     from streamgenre.shards import verify_shards
 
     damaged = []

@@ -15,12 +15,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamgenre.dist import default_workers
 from streamgenre.errors import InputError
 from streamgenre.pack import PackConfig, PackReport, pack
 from streamgenre.paper import DEFAULT_OFFSET_S
 from streamgenre.progress import progress_bar
 from streamgenre.recipes import PAPER
-from streamgenre.stream import StreamConfig, default_workers
+from streamgenre.stream import StreamConfig
 from streamgenre.synth import GENRES, write_clip
 from streamgenre.train import TrainConfig, TrainResult, train
 

@@ -41,7 +41,8 @@ def check_device_name(name: str) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is the GPU when there is one; asking for CUDA without one is an input error."""
+    """``auto`` is the GPU when there is one; an unknown name, or CUDA without one, is an input error."""
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -84,3 +85,8 @@ def all_ranks_agree(flag: bool, device: torch.device) -> bool:
     value = torch.tensor([int(flag)], device=device)
     torch_dist.all_reduce(value, op=torch_dist.ReduceOp.MIN)
     return bool(value.item())
+
+
+def default_workers() -> int:
+    """One worker process per CPU core this process may use (loader workers, pack's pool)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -36,6 +36,7 @@ from typing import Any
 
 import streamgenre
 from streamgenre.audio import AudioInfo, probe
+from streamgenre.dist import default_workers
 from streamgenre.errors import DamagedAudioError, DecodeError, InputError
 from streamgenre.progress import progress_bar
 from streamgenre.shards import (
@@ -206,7 +207,7 @@ def pack(config: PackConfig, progress: bool = True) -> PackReport:
     with _terminate_as_exit():
         staging = _make_staging(config.out)
         try:
-            with _worker_pool(config.workers or _usable_cores()) as pool:
+            with _worker_pool(config.workers or default_workers()) as pool:
                 probed = _probe_all(chosen, config.min_duration_s, pool, rejected, progress)
                 labels = _labels_with_clips(labels, probed)
                 jobs = _plan_shards(probed, labels, config, staging)
@@ -609,6 +610,3 @@ def _map(pool: ProcessPoolExecutor | None, function: Callable, items: Iterable, 
     return map(function, items) if pool is None else pool.map(function, items, chunksize=chunksize)
 
 
-def _usable_cores() -> int:
-    """The default --workers: one process per CPU core this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -82,6 +82,8 @@ class _File:
 
 def predict_files(loaded: LoadedModel, paths: list[Path], plan: WindowPlan, top: int, device: torch.device) -> Iterator[FilePrediction]:
     """Yield one prediction per path, in order; windows of consecutive files share forward passes."""
+    if top < 1:
+        raise InputError(f"--top must be >= 1, got {top}")
     forward = _Forward(loaded, device)
     waiting: deque[_File] = deque()
     for path in paths:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,7 @@ import torch
 import webdataset as wds
 
 from streamgenre.audio import decode_full, decode_full_native, decode_window, decode_window_native
+from streamgenre.dist import default_workers
 from streamgenre.errors import DecodeError, InputError, ShardFormatError
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
 from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SampleMeta, ShardIndex, read_index, shard_urls
@@ -377,11 +377,6 @@ def make_loader(
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
-
-
-def default_workers() -> int:
-    """One loader worker per CPU core this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def expected_batches(source: SplitSource, config: StreamConfig, workers: int) -> int:

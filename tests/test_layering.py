@@ -31,8 +31,8 @@ ALLOWED = {
     "plots": set(),
     "sources": set(),
     "splits": {"shards", "sources"},
-    "pack": {"audio", "progress", "sources", "splits", "shards"},
-    "stream": {"audio", "paper", "shards", "windows"},
+    "pack": {"audio", "dist", "progress", "sources", "splits", "shards"},
+    "stream": {"audio", "dist", "paper", "shards", "windows"},
     "model": {"augment", "frontend", "models"},
     "checkpoint": {"frontend", "model"},
     "evaluate": {"checkpoint", "dist", "plots", "progress", "shards", "stream", "windows"},
@@ -41,7 +41,7 @@ ALLOWED = {
     "export": {"audio", "checkpoint", "synth", "windows"},
     "train": {"checkpoint", "dist", "evaluate", "lock", "model", "paper", "plots", "progress", "recipes", "shards", "stream", "windows"},
     "bench": {"audio", "dist", "frontend", "model", "models", "pack", "plots", "progress", "shards", "stream", "train"},
-    "demo": {"pack", "progress", "recipes", "stream", "synth", "train"},
+    "demo": {"dist", "pack", "progress", "recipes", "stream", "synth", "train"},
     "cli": {"augment", "bench", "checkpoint", "demo", "dist", "evaluate", "export", "model", "models", "pack", "plots", "predict", "progress", "recipes", "shards", "stream", "tag", "train", "units", "windows"},
 }
 

@@ -162,3 +162,9 @@ def test_a_broken_link_in_a_folder_gets_an_error_line(tmp_path):
     (tmp_path / "gone.mp3").symlink_to(tmp_path / "nowhere.mp3")
     (tmp_path / "notes.txt").write_text("not audio")
     assert expand_inputs([str(tmp_path)]) == [tmp_path / "gone.mp3"]
+
+
+def test_top_below_one_and_an_unknown_device_are_one_line(run, audio_dir):
+    for options, message in ([["--top", "-1"], "--top must be >= 1"], [["--device", "tpu"], "--device must be"]):
+        result = CliRunner().invoke(app, ["predict", str(run), str(audio_dir / "song.mp3"), *options])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
