@@ -18,7 +18,8 @@ import numpy as np
 
 from streamgenre.audio import decode_full
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
-from streamgenre.shards import read_index, shard_urls
+from streamgenre.shards import read_index
+from streamgenre.stream import iter_samples, open_split
 
 N_MFCC = 20
 
@@ -41,23 +42,13 @@ def split_features(directory: str, split: str, labels: list[str]) -> tuple[np.nd
     """Whole-clip features, single-window features and labels of every clip in `split`."""
     whole, window, y = [], [], []
     start, length = round(DEFAULT_OFFSET_S * PAPER_SAMPLE_RATE), round(PAPER_WINDOW_S * PAPER_SAMPLE_RATE)
-    for meta, audio in _samples(directory, split):
+    for _, meta, audio in iter_samples(open_split(directory, split, labels)):
         waveform = decode_full(audio, PAPER_SAMPLE_RATE).numpy()
         piece = waveform[start : start + length] if len(waveform) >= start + length else waveform[-length:]
         whole.append(clip_features(waveform, PAPER_SAMPLE_RATE))
         window.append(clip_features(piece, PAPER_SAMPLE_RATE))
-        y.append(labels.index(meta["genre"]))
+        y.append(labels.index(meta.genre))
     return np.array(whole), np.array(window), np.array(y)
-
-
-def _samples(directory, split):
-    import tarfile
-    for url in shard_urls(directory, read_index(directory), split):
-        with tarfile.open(url) as tar:
-            members = {m.name: m for m in tar.getmembers()}
-            for name in sorted(n for n in members if n.endswith(".json")):
-                meta = json.loads(tar.extractfile(members[name]).read())
-                yield meta, tar.extractfile(members[name[:-5] + ".mp3"]).read()
 
 
 def fit_and_score(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> dict[str, dict[str, float]]:

@@ -189,6 +189,23 @@ def read_shards(sources: Iterable[dict], expected: dict[str, int] | None = None)
             return
 
 
+def iter_samples(source: SplitSource) -> Iterator[tuple[str, SampleMeta, bytes]]:
+    """Every sample of a split in shard order, as ``(key, meta, mp3 bytes)``: for scripts and tools.
+
+    Unlike the training stream this does not skip: a damaged shard or a malformed sample is an error.
+
+    Raises:
+        ShardFormatError: a shard that cannot be read or ends early, or a sample without valid members.
+    """
+    expected = dict(zip(source.urls, source.counts, strict=True)) if source.counts else None
+    for sample in read_shards(({"url": url} for url in source.urls), expected):
+        if isinstance(sample, _Fatal):
+            raise ShardFormatError(sample.message)
+        if META_MEMBER not in sample or AUDIO_MEMBER not in sample:
+            raise ShardFormatError(f"sample {sample['__key__']} in {sample.get('__url__')} lacks its {META_MEMBER} or {AUDIO_MEMBER} member")
+        yield sample["__key__"], SampleMeta.from_json(sample[META_MEMBER]), sample[AUDIO_MEMBER]
+
+
 def _reason(exn: Exception) -> str:
     """The cause of a read failure, without the stream reprs webdataset appends to its arguments."""
     first = str(exn.args[0]) if exn.args and isinstance(exn, (tarfile.TarError, EOFError)) else str(exn)
