@@ -47,8 +47,27 @@ def run_seed(source: Path, work: Path, seed: int, configs: list[str], overrides:
             (run / "study.json").write_text(json.dumps({"train_minutes": (time.perf_counter() - started) / 60}))
         report = json.loads((run / "report.json").read_text())
         minutes = json.loads((run / "study.json").read_text())["train_minutes"]
-        rows.append({"config": name, "seed": seed, "accuracy": report["accuracy"], "window_accuracy": report["window_accuracy"], "macro_f1": report["macro_f1"], "minutes": minutes})
+        scores = {key: report[key] for key in ("accuracy", "window_accuracy", "macro_f1")}
+        rows.append({"config": name, "seed": seed, **scores, "minutes": minutes})
     return rows
+
+
+def windows_sweep(work: Path, counts: tuple[int, ...] = (1, 3, 5, 10, 20)) -> str:
+    """Whole-clip test accuracy of every finished run heard with 1, 3, ... windows per clip (mean over seeds)."""
+    from streamgenre.evaluate import EvaluateConfig, evaluate_run
+
+    by_config: dict[str, dict[int, list[float]]] = {}
+    for name in CONFIGS:
+        for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-seed*")):
+            if not (run / "report.json").exists():
+                continue
+            for count in counts:
+                config = EvaluateConfig(run=run, windows=count, out=run / "windows", progress=False)
+                by_config.setdefault(name, {}).setdefault(count, []).append(evaluate_run(config).summary["accuracy"])
+    lines = ["| configuration | " + " | ".join(f"{count} window{'s' if count > 1 else ''}" for count in counts) + " |", "|---|" + "---|" * len(counts)]
+    for name, accuracies in by_config.items():
+        lines.append(f"| {name} | " + " | ".join(_spread(accuracies[count]) for count in counts) + " |")
+    return "\n".join(lines)
 
 
 def _baseline_row(shards: Path, path: Path, seed: int) -> dict:
@@ -94,9 +113,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--modern-epochs", type=int, help="override the modern recipe's epochs")
+    parser.add_argument("--windows-sweep", action="store_true", help="only score the finished runs with 1-20 windows per clip")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.windows_sweep:
+        sweep = windows_sweep(args.work)
+        (args.work / "windows.md").write_text(sweep + "\n")
+        print(sweep)
+        return
     overrides = {"modern": {"epochs": args.modern_epochs}} if args.modern_epochs else {}
     rows = []
     for seed in args.seeds:
