@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from streamgenre.audio import decode_full
+from streamgenre.audio import decode
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
 from streamgenre.shards import read_index
 from streamgenre.stream import iter_samples, open_split
@@ -43,7 +43,7 @@ def split_features(directory: str, split: str, labels: list[str]) -> tuple[np.nd
     whole, window, y = [], [], []
     start, length = round(DEFAULT_OFFSET_S * PAPER_SAMPLE_RATE), round(PAPER_WINDOW_S * PAPER_SAMPLE_RATE)
     for _, meta, audio in iter_samples(open_split(directory, split, labels)):
-        waveform = decode_full(audio, PAPER_SAMPLE_RATE).numpy()
+        waveform = decode(audio, rate=PAPER_SAMPLE_RATE).samples.numpy()
         piece = waveform[start : start + length] if len(waveform) >= start + length else waveform[-length:]
         whole.append(clip_features(waveform, PAPER_SAMPLE_RATE))
         window.append(clip_features(piece, PAPER_SAMPLE_RATE))

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from streamgenre.errors import DamagedAudioError, DecodeError
-from streamgenre.paper import PAPER_SAMPLE_RATE  # the default rate of every decoder here
 from streamgenre.units import Seconds
 
 # Decode this much audio before the window: an MP3 frame after a seek can lean on the bit
@@ -61,72 +60,64 @@ def probe(data: bytes) -> AudioInfo:
         return AudioInfo(rate, stream.codec_context.channels, total / rate, stream.codec_context.name)
 
 
-def decode_window(
-    data: bytes,
-    offset_s: Seconds,
-    duration_s: Seconds,
-    sample_rate: int = PAPER_SAMPLE_RATE,
-    mono: bool = True,
-) -> torch.Tensor:
-    """Decode `duration_s` of audio starting at `offset_s`, resampled to `sample_rate`.
+@dataclass(frozen=True)
+class Window:
+    """A stretch of a clip: `duration_s` of audio from `offset_s` on."""
 
-    Only the frames around the window are decoded (seek, then decode forward). The result has
-    exactly ``round(duration_s * sample_rate)`` samples: a window running past the end is
-    zero-padded, and an offset past the end falls back to the last full window.
+    offset_s: Seconds
+    duration_s: Seconds
 
-    Returns:
-        float32 tensor, ``(samples,)`` when `mono`, else ``(channels, samples)``.
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded audio: float32 `samples`, ``(samples,)`` mono or ``(channels, samples)``, at `sample_rate`."""
+
+    samples: torch.Tensor
+    sample_rate: int
+
+
+def decode(data: bytes, window: Window | None = None, rate: int | None = None, mono: bool = True) -> Audio:
+    """Decode `data`: the whole file, or only `window`; at the file's own rate, or resampled to `rate`.
+
+    The one way the package decodes a clip held in memory (`decode_blocks` streams long files).
+    A window seeks and decodes only the frames around it and has exactly
+    ``round(duration_s * rate)`` samples: one running past the end is zero-padded, and an offset
+    past the end falls back to the last full window. Down-mixing happens before resampling.
+
+    Raises:
+        DecodeError: empty bytes, not a media file, no audio stream, or no decodable audio.
+        DamagedAudioError: the audio (or the window) decodes, then fails part-way.
     """
-    span = _decode_span(data, offset_s, duration_s)
+    if window is None:
+        return _decode_whole(data, rate, mono)
+    span = _decode_span(data, window.offset_s, window.duration_s)
+    if rate is None:
+        count = round(window.duration_s * span.sample_rate)
+        samples = _pad_to(span.samples[:, span.offset_index : span.offset_index + count], count)
+        return Audio(torch.from_numpy(_finish(samples, mono)), span.sample_rate)
     if mono:  # down-mix first: one channel to resample instead of two
         span.samples = span.samples.mean(axis=0, keepdims=True)
-    resampled = _resample_span(span, sample_rate, duration_s)
-    return torch.from_numpy(_finish(resampled, mono))
+    return Audio(torch.from_numpy(_finish(_resample_span(span, rate, window.duration_s), mono)), rate)
 
 
-def decode_window_native(
-    data: bytes, offset_s: Seconds, duration_s: Seconds, mono: bool = True
-) -> tuple[torch.Tensor, int]:
-    """Like `decode_window`, but at the file's own sample rate (resampling is left to the model).
-
-    Returns:
-        ``(waveform, sample_rate)``; waveform float32, ``(samples,)`` or ``(channels, samples)``.
-    """
-    span = _decode_span(data, offset_s, duration_s)
-    count = round(duration_s * span.sample_rate)
-    window = _pad_to(span.samples[:, span.offset_index : span.offset_index + count], count)
-    return torch.from_numpy(_finish(window, mono)), span.sample_rate
-
-
-def decode_full(data: bytes, sample_rate: int = PAPER_SAMPLE_RATE, mono: bool = True) -> torch.Tensor:
-    """Decode a whole file resampled to `sample_rate` (whole-clip inference, reference in tests).
-
-    Returns:
-        float32 tensor, ``(samples,)`` when `mono`, else ``(channels, samples)``.
-    """
-    waveform, rate = decode_full_native(data, mono)
-    channels = waveform.numpy().reshape(-1, waveform.shape[-1])  # (channels, samples), 1 when mono
-    return torch.from_numpy(_finish(np.stack([resample(channel, rate, sample_rate) for channel in channels]), mono))
-
-
-def decode_full_native(data: bytes, mono: bool = True) -> tuple[torch.Tensor, int]:
-    """Decode a whole file at its own sample rate (resampling is left to the model).
-
-    Returns:
-        ``(waveform, sample_rate)``; waveform float32, ``(samples,)`` or ``(channels, samples)``.
-    """
+def _decode_whole(data: bytes, rate: int | None, mono: bool) -> Audio:
     with _open(data) as container:
         stream = _audio_stream(container)
-        samples = _frames_to_array(container.decode(stream), stream)
-        return torch.from_numpy(_finish(samples, mono)), stream.codec_context.sample_rate
+        samples = _frames_to_array(container.decode(stream), stream)  # (channels, samples)
+        native = stream.codec_context.sample_rate
+    if mono:  # down-mix first: one channel to resample instead of two
+        samples = samples.mean(axis=0, keepdims=True)
+    if rate is not None and rate != native:
+        samples = np.stack([resample(channel, native, rate) for channel in samples])
+    return Audio(torch.from_numpy(_finish(samples, mono)), native if rate is None else rate)
 
 
 def decode_blocks(source: bytes | str | Path, sample_rate: int | None = None) -> tuple[int, Iterator[np.ndarray]]:
     """Open a file (or bytes) and decode it block by block: mono float32, at its own rate or resampled.
 
     Nothing but the block being decoded is held, so memory does not grow with the file's length
-    (`predict` cuts windows out of a stream of hours). The blocks are the samples `decode_full`
-    (`sample_rate` given) or `decode_full_native` (None) would return, cut into pieces.
+    (`predict` cuts windows out of a stream of hours). The blocks are the samples `decode(data, rate=sample_rate)`
+    would return (mono; None: the file's own rate), cut into pieces.
 
     Returns:
         ``(rate, blocks)``: the rate of the blocks, and a generator of ``(samples,)`` arrays that

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from streamgenre import __version__
-from streamgenre.audio import decode_full
+from streamgenre.audio import decode
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import DecodeError, InputError, StreamgenreError
 from streamgenre.synth import make_clip
@@ -238,7 +238,7 @@ def _check_windows(loaded: LoadedModel, rate: int, files: list[Path] | None) -> 
         waveforms = []
         for path in files:
             try:
-                waveforms.append(decode_full(Path(path).read_bytes(), rate))
+                waveforms.append(decode(Path(path).read_bytes(), rate=rate).samples)
             except (DecodeError, OSError) as exn:
                 raise InputError(f"cannot use {path} to check the export: {exn}") from exn
         source = ", ".join(Path(path).name for path in files) if len(files) <= 3 else f"{len(files)} files"

@@ -19,7 +19,7 @@ from functools import partial
 import torch
 import webdataset as wds
 
-from streamgenre.audio import decode_full, decode_full_native, decode_window, decode_window_native
+from streamgenre.audio import Window, decode
 from streamgenre.dist import default_workers
 from streamgenre.errors import DecodeError, InputError, ShardFormatError
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
@@ -252,28 +252,21 @@ def _decode(data: bytes, key: str, clip_s: Seconds, config: StreamConfig, epoch:
     measured as cheap as 8 seeks and half the cost of 16. A single window seeks and decodes
     only its frames.
     """
+    rate = None if config.resample == "device" else config.sample_rate  # "device": the file's own rate
     if config.whole_clips:
-        waveform, rate = _decode_full(data, config)
-        return [waveform], rate
+        audio = decode(data, rate=rate)
+        return [audio.samples], audio.sample_rate
     if config.offset_s is not None:
         offsets = [config.offset_s]
     else:
         offsets = random_offsets(key, config.seed, epoch, config.windows_per_clip, clip_s, config.duration_s)
     if len(offsets) == 1:
-        if config.resample == "device":
-            waveform, rate = decode_window_native(data, offsets[0], config.duration_s)
-            return [waveform], rate
-        return [decode_window(data, offsets[0], config.duration_s, config.sample_rate)], config.sample_rate
-    waveform, rate = _decode_full(data, config)
-    plan_window = round(config.duration_s * rate)
-    starts = [min(round(offset * rate), max(0, waveform.shape[-1] - plan_window)) for offset in offsets]
-    return list(slice_windows(waveform, plan_window, starts)), rate
-
-
-def _decode_full(data: bytes, config: StreamConfig) -> tuple[torch.Tensor, int]:
-    if config.resample == "device":
-        return decode_full_native(data)
-    return decode_full(data, config.sample_rate), config.sample_rate
+        audio = decode(data, Window(offsets[0], config.duration_s), rate)
+        return [audio.samples], audio.sample_rate
+    audio = decode(data, rate=rate)
+    window = round(config.duration_s * audio.sample_rate)
+    starts = [min(round(offset * audio.sample_rate), max(0, audio.samples.shape[-1] - window)) for offset in offsets]
+    return list(slice_windows(audio.samples, window, starts)), audio.sample_rate
 
 
 def shuffle_windows(items: Iterable[_Decoded | _Skipped | _Fatal], size: int, rng: random.Random) -> Iterator[_Decoded | _Skipped | _Fatal]:

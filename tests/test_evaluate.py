@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import streamgenre.stream as stream_module
-from streamgenre.audio import decode_window, probe
+from streamgenre.audio import Window, decode, probe
 from streamgenre.checkpoint import load_for_inference
 from streamgenre.cli import app
 from streamgenre.evaluate import EvaluateConfig, evaluate_run, predict_clips
@@ -53,7 +53,7 @@ def test_multi_window_equals_averaging_single_windows_by_hand(trained):
     for key, (data, label) in _test_clips(packed).items():
         length = round(probe(data).duration_s * 22050)
         starts = window_starts(length, 44100, windows=3)
-        windows = torch.stack([decode_window(data, start / 22050, 2.0) for start in starts])
+        windows = torch.stack([decode(data, Window(start / 22050, 2.0), 22050).samples for start in starts])
         with torch.inference_mode():
             by_hand = loaded.model.predict_proba(windows).mean(dim=0).numpy()
         row = predicted.keys.index(key)
@@ -64,9 +64,14 @@ def test_multi_window_equals_averaging_single_windows_by_hand(trained):
 def test_each_clip_is_decoded_once_for_all_its_windows(trained, monkeypatch):
     packed, run = trained
     calls = []
-    original = stream_module.decode_full_native
-    monkeypatch.setattr(stream_module, "decode_full_native", lambda data: calls.append(1) or original(data))
-    monkeypatch.setattr(stream_module, "decode_window_native", None)  # would raise if called
+    original = stream_module.decode
+
+    def whole_files_only(data, window=None, rate=None):
+        assert window is None  # a window decode here would be one decode per window
+        calls.append(1)
+        return original(data, window, rate)
+
+    monkeypatch.setattr(stream_module, "decode", whole_files_only)
     result = evaluate_run(EvaluateConfig(run=run, windows=4, workers=0, out=run / "multi"))
     assert len(calls) == result.summary["samples"] == 4
 

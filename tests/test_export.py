@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import streamgenre.export as export_module
-from streamgenre.audio import decode_full
+from streamgenre.audio import decode
 from streamgenre.checkpoint import InferenceSpec, LoadedModel, load_for_inference
 from streamgenre.cli import app
 from streamgenre.evaluate import WindowPlan
@@ -46,7 +46,7 @@ def clips(tmp_path_factory) -> list[Path]:
 
 def _windows(paths: list[Path], rate: int, duration_s: float = 2.0) -> torch.Tensor:
     plan = WindowPlan(duration_s=duration_s, hop_s=duration_s)
-    return torch.cat([plan.cut(decode_full(path.read_bytes(), rate), rate) for path in paths])
+    return torch.cat([plan.cut(decode(path.read_bytes(), rate=rate).samples, rate) for path in paths])
 
 
 def _pytorch(run: Path, windows: torch.Tensor, rate: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 import streamgenre.predict
-from streamgenre.audio import decode_full, decode_full_native
+from streamgenre.audio import decode
 from streamgenre.checkpoint import InferenceSpec, LoadedModel
 from streamgenre.cli import app
 from streamgenre.predict import predict_files, stream_windows
@@ -97,13 +97,10 @@ def _stub(resample: str = "device") -> LoadedModel:
 def test_streamed_windows_equal_the_windows_of_a_whole_decode(audio_dir, plan, resample):
     path = audio_dir / "nested" / "tune.mp3"  # 3 s of 44.1 kHz stereo
     loaded = _stub(resample)
-    if resample == "device":
-        waveform, rate = decode_full_native(path.read_bytes())
-    else:
-        waveform, rate = decode_full(path.read_bytes(), 16000), 16000
-    expected = plan.cut(waveform, rate)
+    audio = decode(path.read_bytes(), rate=None if resample == "device" else 16000)
+    expected = plan.cut(audio.samples, audio.sample_rate)
     streamed = list(stream_windows(path, loaded, plan))
-    assert {r for _, r in streamed} == {rate} and len(streamed) == len(expected)
+    assert {r for _, r in streamed} == {audio.sample_rate} and len(streamed) == len(expected)
     torch.testing.assert_close(torch.stack([w for w, _ in streamed]), expected, atol=1e-5, rtol=0)
 
 

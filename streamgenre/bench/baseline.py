@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamgenre.audio import decode_window
+from streamgenre.audio import Window, decode
 from streamgenre.bench.core import MB, BenchConfig, Clip, StageRow, optimizer_step, timed_map
 from streamgenre.models.paper import PaperCNN
 from streamgenre.paper import (
@@ -63,13 +63,13 @@ def paper_stages(clips: list[Clip], labels: list[str], config: BenchConfig, devi
 def prepare_paper_clip(clip: Clip, duration_s: Seconds, folder: Path) -> Path:
     """The paper's preparation of one clip: window -> WAV file -> librosa mel + dB -> 432x288 PNG.
 
-    The MP3 is decoded with `decode_window` (faster than the paper's decoder, which favours
+    The MP3's window is decoded with `audio.decode` (faster than the paper's decoder, which favours
     the paper); the mel settings are librosa's defaults, as in the paper.
     """
     import librosa
 
     wav = folder / f"{clip.key}.wav"
-    write_wav(wav, decode_window(clip.data, clip.offset_s, duration_s, PAPER_SAMPLE_RATE).numpy(), PAPER_SAMPLE_RATE)
+    write_wav(wav, decode(clip.data, Window(clip.offset_s, duration_s), PAPER_SAMPLE_RATE).samples.numpy(), PAPER_SAMPLE_RATE)
     waveform, rate = librosa.load(wav, sr=None)
     db = librosa.power_to_db(librosa.feature.melspectrogram(y=waveform, sr=rate), ref=np.max)  # (n_mels, frames)
     png = folder / f"{clip.key}.png"

@@ -161,7 +161,7 @@ def load_clips(clip_set: ClipSet, config: BenchConfig) -> list[Clip]:
 
 
 def read_clips(urls: list[str], config: BenchConfig) -> Iterable[Clip]:
-    """The clips of `urls` in order, each with the offset `decode_window` would use (the last full window if short)."""
+    """The clips of `urls` in order, each with the offset a window decode would use (the last full window if short)."""
     for sample in read_shards({"url": url} for url in urls):
         if not isinstance(sample, dict):  # a shard that could not be read
             raise ShardFormatError(sample.message)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -15,7 +14,7 @@ import av
 import numpy as np
 import torch
 
-from streamgenre.audio import decode_window, decode_window_native
+from streamgenre.audio import Window, decode
 from streamgenre.bench.core import (
     MB,
     BenchConfig,
@@ -91,19 +90,24 @@ def ceiling_row(clips: list[Clip], config: BenchConfig) -> StageRow:
 def window_decode_rows(clips: list[Clip], config: BenchConfig) -> list[StageRow]:
     """Stage 3: the package's window decoders, one process, clips already in memory."""
     return [
-        _decode_row("3", "decode_window (resampled on the CPU)", partial(decode_window, sample_rate=PAPER_SAMPLE_RATE), clips, config),
-        _decode_row("3", "decode_window_native (file's rate, down-mixed)", decode_window_native, clips, config),
+        _decode_row("3", "decode a window, resampled on the CPU", partial(_decode_window, rate=PAPER_SAMPLE_RATE), clips, config),
+        _decode_row("3", "decode a window at the file's rate, down-mixed", partial(_decode_window, rate=None), clips, config),
     ]
 
 
 def _decode_row(stage: str, name: str, decoder: Callable, clips: list[Clip], config: BenchConfig) -> StageRow:
-    decode = partial(_decode_clip, decoder=decoder, duration_s=config.duration_s)
-    _, seconds = timed_map(decode, clips, f"{stage} {name.split(' ')[0].rstrip(':')}", config.progress)
+    one = partial(_decode_clip, decoder=decoder, duration_s=config.duration_s)
+    _, seconds = timed_map(one, clips, f"{stage} decode", config.progress)
     return StageRow(stage, name, len(clips), seconds, len(clips) / seconds, len(clips) / seconds, "1 process")
 
 
 def _decode_clip(clip: Clip, decoder: Callable, duration_s: Seconds) -> Any:
     return decoder(clip.data, clip.offset_s, duration_s)
+
+
+def _decode_window(data: bytes, offset_s: Seconds, duration_s: Seconds, rate: int | None) -> Any:
+    """`audio.decode` of one window, to `rate` (None: the file's own)."""
+    return decode(data, Window(offset_s, duration_s), rate)
 
 
 def loader_rows(clip_set: ClipSet, config: BenchConfig, ceiling: StageRow) -> tuple[list[StageRow], list[Target]]:
