@@ -15,18 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-def best_epoch(history: list[dict]) -> dict | None:
-    """The row of the epoch whose checkpoint is best.pt: the first with the highest val accuracy.
-
-    Training keeps the same rule (train accuracy stands in when there is no val split).
-    """
-    if not history:
-        return None
-    return max(history, key=lambda row: row.get("val_accuracy", row["train_accuracy"]))  # max keeps the first of ties
-
-
-def plot_curves(history: list[dict], metric: str, path: Path) -> None:
-    """Train vs validation `metric` ('loss' or 'accuracy') per epoch, with the best epoch marked."""
+def plot_curves(history: list[dict], metric: str, path: Path, best_epoch: int | None = None) -> None:
+    """Train vs validation `metric` ('loss' or 'accuracy') per epoch, with `best_epoch` (best.pt's) marked."""
     epochs = [row["epoch"] for row in history]
     figure = Figure(figsize=(6, 4))
     axes = figure.subplots()
@@ -34,9 +24,8 @@ def plot_curves(history: list[dict], metric: str, path: Path) -> None:
         values = [row.get(f"{split}_{metric}") for row in history]
         if any(value is not None for value in values):
             axes.plot(epochs, values, marker="o", label=split)
-    best = best_epoch(history)
-    if best is not None:
-        axes.axvline(best["epoch"], color="tab:green", linestyle="--", linewidth=1, label=f"best epoch ({best['epoch']}: best.pt)")
+    if best_epoch is not None:
+        axes.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch}: best.pt)")
     axes.set_xlabel("epoch")
     axes.set_ylabel(metric)
     axes.set_title(f"{metric} per epoch")

@@ -504,8 +504,8 @@ def _write_history(out: Path, history: list[dict], best_epoch: int | None) -> No
     writer.writerows(history)
     with atomic_write(out / "history.csv") as stream:
         stream.write(text.getvalue().encode())
-    plot_curves(history, "loss", out / "loss.png")
-    plot_curves(history, "accuracy", out / "accuracy.png")
+    plot_curves(history, "loss", out / "loss.png", best_epoch)
+    plot_curves(history, "accuracy", out / "accuracy.png", best_epoch)
 
 
 def _test_report(config: TrainConfig, out: Path, index, workers: int, device: torch.device) -> dict | None:

@@ -1,4 +1,4 @@
-"""Progress bars stay out of logs; plots leave matplotlib's global state alone and mark the best epoch."""
+"""Progress bars stay out of logs; plots leave matplotlib's global state alone."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 
-from streamgenre.plots import best_epoch
 from streamgenre.progress import progress_bar
 
 
@@ -15,13 +14,6 @@ def test_bars_are_off_when_stderr_is_not_a_terminal(capsys):
     assert bar.disable and list(bar) == [0, 1, 2]
     bar.set_postfix(loss="0.1")  # a disabled bar still takes every call
     assert capsys.readouterr().err == ""
-
-
-def test_best_epoch_is_the_first_with_the_highest_val_accuracy():
-    history = [{"epoch": 1, "train_accuracy": 0.5, "val_accuracy": 0.4}, {"epoch": 2, "train_accuracy": 0.6, "val_accuracy": 0.7}, {"epoch": 3, "train_accuracy": 0.9, "val_accuracy": 0.7}]
-    assert best_epoch(history)["epoch"] == 2
-    assert best_epoch([{"epoch": 1, "train_accuracy": 0.2}, {"epoch": 2, "train_accuracy": 0.3}])["epoch"] == 2
-    assert best_epoch([]) is None
 
 
 def test_plotting_leaves_the_matplotlib_backend_and_pyplot_alone(tmp_path):

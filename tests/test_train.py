@@ -41,6 +41,9 @@ def test_training_learns_and_writes_every_output(packed, tmp_path):
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.test is not None and result.test["accuracy"] >= 0.75  # chance is 0.5
     assert 0 <= result.test["window_accuracy"] <= 1 and "val_window_accuracy" in result.history[-1]
+    scores = [row["val_accuracy"] for row in result.history]
+    assert result.best_epoch == scores.index(max(scores)) + 1  # best.pt: the first epoch with the best whole-clip val accuracy
+    assert load_checkpoint(run / "best.pt")["epoch"] == result.best_epoch
     for name in ("last.pt", "best.pt", "history.json", "history.csv", "loss.png", "accuracy.png", "confusion_matrix.png", "report.json", "report.txt"):
         assert (run / name).is_file(), name
     report = json.loads((run / "report.json").read_text())
