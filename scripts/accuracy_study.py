@@ -70,6 +70,38 @@ def windows_sweep(work: Path, counts: tuple[int, ...] = (1, 3, 5, 10, 20)) -> st
     return "\n".join(lines)
 
 
+def plot_learning_curves(work: Path, rows: list[dict], path: Path) -> None:
+    """Whole-clip validation accuracy per epoch, mean and range over seeds, with the baseline's test mean."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    for name in CONFIGS:
+        curves = [
+            [row["val_accuracy"] for row in json.loads((run / "history.json").read_text())]
+            for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-seed*"))
+            if (run / "report.json").exists()
+        ]
+        if not curves:
+            continue
+        length = min(len(curve) for curve in curves)
+        epochs = list(range(1, length + 1))
+        columns = [[curve[i] for curve in curves] for i in range(length)]
+        axes.plot(epochs, [statistics.mean(column) for column in columns], marker="o", label=f"{name} (val, {len(curves)} seeds)")
+        axes.fill_between(epochs, [min(column) for column in columns], [max(column) for column in columns], alpha=0.15)
+    baseline = [row["accuracy"] for row in rows if row["config"].startswith("classic")]
+    if baseline:
+        axes.axhline(statistics.mean(baseline), color="black", linestyle="--", linewidth=1, label="MFCC baseline (test, mean)")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("whole-clip accuracy")
+    axes.set_ylim(0, 1)
+    axes.set_title("Real clips (../shared/data): validation accuracy per epoch")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 def _baseline_row(shards: Path, path: Path, seed: int) -> dict:
     if not path.exists():
         path.write_text(json.dumps(run_baseline(str(shards))))
@@ -129,6 +161,7 @@ def main() -> None:
         (args.work / "results.json").write_text(json.dumps(rows, indent=2))
         print(table(rows), flush=True)
     (args.work / "results.md").write_text(table(rows) + "\n")
+    plot_learning_curves(args.work, rows, args.work / "learning_curves.png")
 
 
 if __name__ == "__main__":
