@@ -83,7 +83,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_LEGACY_SAFE_GLOBALS):
             bundle = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exn:
-        raise CheckpointError(f"{path} is not a plain streamgenre checkpoint: it holds objects that could run code when loaded ({_first_line(exn)}); refusing to load it") from exn
+        raise CheckpointError(
+            f"{path} is not a plain streamgenre checkpoint: it holds objects that could run code when loaded ({_first_line(exn)}); refusing to load it"
+        ) from exn
     except (OSError, RuntimeError, EOFError, ValueError, UnicodeDecodeError) as exn:
         raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exn)}") from exn
     if not isinstance(bundle, dict) or bundle.get("format") not in (1, CHECKPOINT_FORMAT):

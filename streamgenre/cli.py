@@ -86,7 +86,9 @@ _OPTIONS = {"debug": False}  # set by the app callback, read by `friendly_errors
 @app.callback()
 def main(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Print the full traceback of an unexpected error instead of one line (give it before the command).")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print the full traceback of an unexpected error instead of one line (give it before the command).")
+    ] = False,
 ) -> None:
     """Train and run music-genre classifiers on MP3s streamed from WebDataset shards.
 
@@ -148,7 +150,9 @@ def _fail(message: str) -> None:
 @command()
 @friendly_errors
 def pack(
-    source: Annotated[Path, typer.Argument(help="An FMA tree or fma_*.zip (with --metadata), a folder per genre, or a CSV manifest (path,genre[,split][,artist]).")],
+    source: Annotated[
+        Path, typer.Argument(help="An FMA tree or fma_*.zip (with --metadata), a folder per genre, or a CSV manifest (path,genre[,split][,artist]).")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder for the shards, index.json and rejected.csv.")] = Path("shards"),
     metadata: Annotated[Path | None, typer.Option(help="FMA's tracks.csv: labels from track.genre_top, splits from set.split.")] = None,
     subset: Annotated[str | None, typer.Option(help="FMA subset to keep: small, medium or large.")] = None,
@@ -193,7 +197,12 @@ def pack(
 @friendly_errors
 def info(
     directory: Annotated[str, typer.Argument(help="Packed directory (or URL prefix) holding index.json.")],
-    verify: Annotated[bool, typer.Option("--verify", help="Read every shard (streamed, local or remote) and check its size, sha256 and sample count; exit 1 listing the damaged ones.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify", help="Read every shard (streamed, local or remote) and check its size, sha256 and sample count; exit 1 listing the damaged ones."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar while verifying.")] = False,
 ) -> None:
     """Show a packed directory: clips per genre and split, its shards and the options used."""
@@ -258,17 +267,23 @@ def _index_table(index) -> str:
 def train(
     shards: Annotated[str, typer.Argument(help="Packed directory (or URL prefix) holding index.json and the shards.")],
     out: Annotated[Path | None, typer.Option("--out", help="Run directory.", show_default="runs/run-<time>")] = None,
-    recipe: Annotated[str, typer.Option(help="modern (many random windows, AdamW, cosine, mixup, SpecAugment) or paper (the study's loop exactly).")] = "modern",
+    recipe: Annotated[
+        str, typer.Option(help="modern (many random windows, AdamW, cosine, mixup, SpecAugment) or paper (the study's loop exactly).")
+    ] = "modern",
     model: Annotated[str, typer.Option(help="paper (the study's CNN) or resnet (short-chunk ResNet); see `streamgenre models`.")] = "paper",
     width: Annotated[int | None, typer.Option(help="Width of models that have one.", show_default="resnet: 32")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.", show_default="modern: 15, paper: 20")] = None,
     windows_per_clip: Annotated[int | None, typer.Option(help="Random windows per clip per epoch.", show_default="modern: 8, paper: 1")] = None,
-    offset: Annotated[str | None, typer.Option(help="'random' windows, or one window at a fixed start such as 15s or 0:15.", show_default="modern: random, paper: 15s")] = None,
+    offset: Annotated[
+        str | None, typer.Option(help="'random' windows, or one window at a fixed start such as 15s or 0:15.", show_default="modern: random, paper: 15s")
+    ] = None,
     duration: Annotated[str, typer.Option(help="Window length (the paper's 3 s).")] = f"{PAPER_WINDOW_S:g}s",
     batch_size: Annotated[int | None, typer.Option(help="Batch size.", show_default="modern: 32, paper: 25")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default="modern: 0.002, paper: 0.0005")] = None,
     mixup: Annotated[float | None, typer.Option(help="Mixup Beta(alpha, alpha); 0 turns it off.", show_default="modern: 0.2, paper: 0")] = None,
-    spec_augment: Annotated[bool | None, typer.Option("--spec-augment/--no-spec-augment", help="Frequency and time masks on the mel.", show_default="modern: on, paper: off")] = None,
+    spec_augment: Annotated[
+        bool | None, typer.Option("--spec-augment/--no-spec-augment", help="Frequency and time masks on the mel.", show_default="modern: on, paper: off")
+    ] = None,
     val_windows: Annotated[int | None, typer.Option(help="Windows per clip for whole-clip validation and test.", show_default="10")] = None,
     genres: Annotated[str | None, typer.Option(help="Comma-separated subset of the packed genres, e.g. Rock,Hip-Hop,Folk.")] = None,
     workers: Annotated[int | None, typer.Option(help="Loader worker processes.", show_default=ONE_PER_CORE)] = None,
@@ -325,7 +340,15 @@ def _chosen_recipe(name: str, epochs, windows_per_clip, offset, batch_size, lr, 
     if offset_s is not None and windows_per_clip is None:
         windows_per_clip = 1
     augment = None if spec_augment is None else MODERN.augment if spec_augment else AugmentConfig()
-    given = {"epochs": epochs, "windows_per_clip": windows_per_clip, "batch_size": batch_size, "lr": lr, "mixup_alpha": mixup, "val_windows": val_windows, "augment": augment}
+    given = {
+        "epochs": epochs,
+        "windows_per_clip": windows_per_clip,
+        "batch_size": batch_size,
+        "lr": lr,
+        "mixup_alpha": mixup,
+        "val_windows": val_windows,
+        "augment": augment,
+    }
     return replace(base, offset_s=offset_s, **{option: value for option, value in given.items() if value is not None})
 
 
@@ -383,10 +406,15 @@ def _print_training(result) -> None:
         score = "val whole-clip" if result.best_val_accuracy is not None else "train"
         best = history[result.best_epoch - 1]
         typer.echo(f"best epoch {result.best_epoch} ({score} accuracy {best.get('val_accuracy', best['train_accuracy']):.3f}) is best.pt")
-    typer.echo(f"last epoch: train accuracy {last['train_accuracy']:.3f}" + (f", val whole-clip accuracy {last['val_accuracy']:.3f}" if "val_accuracy" in last else ""))
+    typer.echo(
+        f"last epoch: train accuracy {last['train_accuracy']:.3f}" + (f", val whole-clip accuracy {last['val_accuracy']:.3f}" if "val_accuracy" in last else "")
+    )
     if result.test is not None:
         test = result.test
-        typer.echo(f"test: whole-clip accuracy {test['accuracy']:.3f}, single-window accuracy {test['window_accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} (best checkpoint)")
+        typer.echo(
+            f"test: whole-clip accuracy {test['accuracy']:.3f}, single-window accuracy {test['window_accuracy']:.3f}, "
+            f"macro-F1 {test['macro_f1']:.3f} (best checkpoint)"
+        )
     outputs = "best.pt, last.pt, history.json, history.csv, loss.png, accuracy.png" + (", confusion_matrix.png, report.json, report.txt" if result.test else "")
     typer.echo(f"outputs in {result.run_dir}: {outputs}")
 
@@ -486,8 +514,12 @@ def export(
     run: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or a checkpoint file.")],
     fmt: Annotated[str, typer.Option("--format", help="onnx (needs the export extra) or torchscript.")] = "onnx",
     out: Annotated[Path | None, typer.Option("--out", help="File to write.", show_default="model.onnx or model.torchscript.pt beside the checkpoint")] = None,
-    sample_rate: Annotated[int | None, typer.Option(help="Rate of the waveforms the file takes; another rate builds the resampler into the file.", show_default="the run's")] = None,
-    check: Annotated[list[Path] | None, typer.Option("--check", metavar="FILE", help="Audio file to check the export on, repeatable.", show_default="synthetic clips")] = None,
+    sample_rate: Annotated[
+        int | None, typer.Option(help="Rate of the waveforms the file takes; another rate builds the resampler into the file.", show_default="the run's")
+    ] = None,
+    check: Annotated[
+        list[Path] | None, typer.Option("--check", metavar="FILE", help="Audio file to check the export on, repeatable.", show_default="synthetic clips")
+    ] = None,
 ) -> None:
     """Write the run as one ONNX or TorchScript file: mono waveforms in, genre probabilities out."""
     from streamgenre.checkpoint import load_for_inference
@@ -520,7 +552,9 @@ def tag(
     write: Annotated[bool, typer.Option("--write", help="Write the tags (without it, only the plan is printed).")] = False,
     min_probability: Annotated[float, typer.Option(help="Leave files whose top genre is less likely than this (0 to 1).")] = 0.0,
     overwrite_existing: Annotated[bool, typer.Option("--overwrite-existing", help="Replace a genre the file already has.")] = False,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the plan as CSV: path, current genre, predicted genre, probability, action.")] = None,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the plan as CSV: path, current genre, predicted genre, probability, action.")
+    ] = None,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
@@ -566,12 +600,17 @@ def tag(
 @command()
 @friendly_errors
 def bench(
-    shards: Annotated[str | None, typer.Argument(help="Packed directory to measure; by default the demo corpus, demo/shards, made by `streamgenre demo`.")] = None,
+    shards: Annotated[
+        str | None, typer.Argument(help="Packed directory to measure; by default the demo corpus, demo/shards, made by `streamgenre demo`.")
+    ] = None,
     clips: Annotated[int, typer.Option(help="Clips to measure on (rounded up to whole shards).")] = 128,
     workers: Annotated[str, typer.Option(help="Comma-separated loader worker counts to compare.")] = "1,2",
     device: Annotated[str, typer.Option(help="Where the frontend and the model run: auto, cpu or cuda.")] = "auto",
     out: Annotated[Path, typer.Option("--out", help="Folder for bench.json, bench.md and bench.png.")] = Path("bench"),
-    quick: Annotated[bool, typer.Option("--quick", help="A smoke test of every stage on a few clips with the first worker count (about a minute on 2 cores); not a benchmark.")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="A smoke test of every stage on a few clips with the first worker count (about a minute on 2 cores); not a benchmark."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Time every stage (decode, loader, frontend, training) and the paper's WAV/PNG pipeline on the same clips."""
@@ -611,12 +650,16 @@ def demo(
     from streamgenre.demo import DemoConfig, run_demo
     from streamgenre.units import parse_duration
 
-    config = DemoConfig(out=out, clips_per_genre=clips_per_genre, clip_s=parse_duration(clip_length), epochs=epochs, seed=seed, workers=workers, progress=not quiet)
+    config = DemoConfig(
+        out=out, clips_per_genre=clips_per_genre, clip_s=parse_duration(clip_length), epochs=epochs, seed=seed, workers=workers, progress=not quiet
+    )
     _setup_logging()
     result = run_demo(config)
     synthesis = result.synthesis
     if synthesis.clips:
-        typer.echo(f"synthesised {synthesis.clips} MP3 clips (five genres) into {result.corpus} in {synthesis.seconds:.0f} s ({synthesis.clips_per_s:.1f} clips/s)")
+        typer.echo(
+            f"synthesised {synthesis.clips} MP3 clips (five genres) into {result.corpus} in {synthesis.seconds:.0f} s ({synthesis.clips_per_s:.1f} clips/s)"
+        )
     else:
         typer.echo(f"reused the corpus in {result.corpus} (same settings as before)")
     _print_pack(result.pack)

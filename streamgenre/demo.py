@@ -82,7 +82,9 @@ def run_demo(config: DemoConfig) -> DemoResult:
     workers = default_workers() if config.workers is None else config.workers
     synthesis = _synthesise(corpus, config, workers)
     log.info(f"packing the corpus into {shards}")
-    report = pack(PackConfig(source=corpus, out=shards, val=0.1, test=0.2, seed=config.seed, workers=workers, overwrite=True, max_count=32), progress=config.progress)
+    report = pack(
+        PackConfig(source=corpus, out=shards, val=0.1, test=0.2, seed=config.seed, workers=workers, overwrite=True, max_count=32), progress=config.progress
+    )
     if run.exists():
         shutil.rmtree(run)  # a previous demo's run: the demo folder is ours to replace
     log.info(f"training the paper's CNN for {config.epochs} epochs on the window at {config.stream.offset_s:g} s, into {run}")

@@ -309,7 +309,9 @@ def _remove_stale_staging(out: Path) -> None:
         owner = _read_owner(path)
         alive = None if owner is None else _owner_alive(owner)
         if alive is None:
-            log.warning("left %s in place: it looks like an interrupted pack's, but which process made it cannot be told; remove it by hand if no pack runs", path)
+            log.warning(
+                "left %s in place: it looks like an interrupted pack's, but which process made it cannot be told; remove it by hand if no pack runs", path
+            )
         elif not alive:
             if kind == "old" and not out.exists():
                 path.rename(out)
@@ -608,5 +610,3 @@ _PARENT_POLL_S = 0.5
 def _map(pool: ProcessPoolExecutor | None, function: Callable, items: Iterable, chunksize: int) -> Iterator:
     """`function` over `items`, in order, in the pool or (without one) right here."""
     return map(function, items) if pool is None else pool.map(function, items, chunksize=chunksize)
-
-

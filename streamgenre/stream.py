@@ -120,9 +120,7 @@ class ShardStream(torch.utils.data.IterableDataset):
     epoch from a pickled copy, so the shard and sample order must come from the epoch number.
     """
 
-    def __init__(
-        self, urls: list[str], label_of_genre: dict[str, int], config: StreamConfig, split_nodes: bool = True, counts: list[int] | None = None
-    ):
+    def __init__(self, urls: list[str], label_of_genre: dict[str, int], config: StreamConfig, split_nodes: bool = True, counts: list[int] | None = None):
         super().__init__()
         if not urls:
             raise InputError("no shards to read")
@@ -330,7 +328,16 @@ def evaluation_stream(duration_s: Seconds, sample_rate: int, resample: str, offs
     A model trained on random windows has no offset of its own: it is heard at the default 0:15.
     """
     offset = DEFAULT_OFFSET_S if offset_s is None else offset_s
-    return StreamConfig(offset, duration_s, sample_rate, batch_size=1 if whole_clips else PAPER_BATCH_SIZE, shuffle_buffer=0, shuffle_shards=False, resample=resample, whole_clips=whole_clips)
+    return StreamConfig(
+        offset,
+        duration_s,
+        sample_rate,
+        batch_size=1 if whole_clips else PAPER_BATCH_SIZE,
+        shuffle_buffer=0,
+        shuffle_shards=False,
+        resample=resample,
+        whole_clips=whole_clips,
+    )
 
 
 @dataclass(frozen=True)
@@ -414,7 +421,10 @@ def warn_clamped(clamped: int, windows: int, config: StreamConfig) -> None:
     """Say (once) that some clips end before the fixed window: they were heard earlier instead."""
     log.warning(
         "%d of %d clips end before --offset %gs + --duration %gs: their last full window was used instead",
-        clamped, windows, config.offset_s, config.duration_s,
+        clamped,
+        windows,
+        config.offset_s,
+        config.duration_s,
     )
 
 

@@ -37,7 +37,17 @@ def test_format_1_checkpoints_with_numpy_rng_state_still_load(tmp_path):
     """What the first release wrote: the loader's config under "stream", numpy and random states."""
     model = GenreClassifier(ModelConfig(n_classes=3))
     frontend = asdict(FrontendConfig())
-    stream = {"offset_s": 15.0, "duration_s": 3.0, "sample_rate": 22050, "batch_size": 25, "shuffle_buffer": 64, "shuffle_shards": True, "seed": 0, "resample": "device", "whole_clips": False}
+    stream = {
+        "offset_s": 15.0,
+        "duration_s": 3.0,
+        "sample_rate": 22050,
+        "batch_size": 25,
+        "shuffle_buffer": 64,
+        "shuffle_shards": True,
+        "seed": 0,
+        "resample": "device",
+        "whole_clips": False,
+    }
     bundle = {
         "format": 1,
         "version": "0.1.0",
@@ -65,7 +75,12 @@ def test_damaged_checkpoints_are_one_clear_error(tmp_path, content):
 
 def test_weights_that_do_not_fit_their_config_are_refused(tmp_path):
     model = GenreClassifier(ModelConfig(n_classes=3))
-    bundle = {"format": 2, "model_config": ModelConfig(n_classes=4).to_dict(), "model": model.state_dict(), "spec": {"labels": ["a", "b", "c", "d"], "window_s": 3.0, "sample_rate": 22050, "resample": "device", "offset_s": None}}
+    bundle = {
+        "format": 2,
+        "model_config": ModelConfig(n_classes=4).to_dict(),
+        "model": model.state_dict(),
+        "spec": {"labels": ["a", "b", "c", "d"], "window_s": 3.0, "sample_rate": 22050, "resample": "device", "offset_s": None},
+    }
     torch.save(bundle, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
         load_for_inference(tmp_path / "mismatch.pt")

@@ -77,7 +77,12 @@ def test_from_dict_rejects_unknown_and_missing_keys(data):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"n_classes": 1}, {"n_classes": 5, "dropout": 1.0}, {"n_classes": 5, "frontend": FrontendConfig(image_width=256)}, {"n_classes": 5, "name": "resnet", "frontend": FrontendConfig()}],
+    [
+        {"n_classes": 1},
+        {"n_classes": 5, "dropout": 1.0},
+        {"n_classes": 5, "frontend": FrontendConfig(image_width=256)},
+        {"n_classes": 5, "name": "resnet", "frontend": FrontendConfig()},
+    ],
     ids=["one class", "dropout 1", "not the paper's image", "resnet given an image"],
 )
 def test_invalid_config_raises_input_error(kwargs):

@@ -92,7 +92,16 @@ def _stub(resample: str = "device") -> LoadedModel:
 @pytest.mark.parametrize("resample", ["device", "cpu"])
 @pytest.mark.parametrize(
     "plan",
-    [WindowPlan(2.0, hop_s=2.0), WindowPlan(1.5, hop_s=0.7), WindowPlan(3.0, hop_s=5.0), WindowPlan(2.0, windows=5), WindowPlan(2.0, windows=1), WindowPlan(9.0, hop_s=2.0), WindowPlan(9.0, windows=3), WindowPlan(2.0)],
+    [
+        WindowPlan(2.0, hop_s=2.0),
+        WindowPlan(1.5, hop_s=0.7),
+        WindowPlan(3.0, hop_s=5.0),
+        WindowPlan(2.0, windows=5),
+        WindowPlan(2.0, windows=1),
+        WindowPlan(9.0, hop_s=2.0),
+        WindowPlan(9.0, windows=3),
+        WindowPlan(2.0),
+    ],
 )
 def test_streamed_windows_equal_the_windows_of_a_whole_decode(audio_dir, plan, resample):
     path = audio_dir / "nested" / "tune.mp3"  # 3 s of 44.1 kHz stereo

@@ -40,6 +40,8 @@ def test_baseline_reads_the_splits_and_separates_two_synthetic_genres(packed):
 
 def test_baseline_command_line_writes_json(packed, tmp_path):
     pytest.importorskip("librosa")
-    done = subprocess.run([sys.executable, str(SCRIPTS / "baseline_features.py"), str(packed), "--json", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "baseline_features.py"), str(packed), "--json", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "whole_clip" in done.stdout and json.loads((tmp_path / "b.json").read_text())["test_clips"] == 6

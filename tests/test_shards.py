@@ -39,7 +39,15 @@ def test_sample_meta_round_trips_what_pack_writes():
 
 @pytest.mark.parametrize(
     "data",
-    [b"\x89garbage", b"[1, 2]", b"null", b'{"duration_s": 3.0}', b'{"genre": 5}', b'{"genre": "rock", "duration_s": "long"}', b'{"genre": "rock", "label": true}'],
+    [
+        b"\x89garbage",
+        b"[1, 2]",
+        b"null",
+        b'{"duration_s": 3.0}',
+        b'{"genre": 5}',
+        b'{"genre": "rock", "duration_s": "long"}',
+        b'{"genre": "rock", "label": true}',
+    ],
 )
 def test_garbage_sample_json_is_a_shard_format_error(data):
     with pytest.raises(ShardFormatError, match="sample json"):

@@ -55,7 +55,15 @@ def test_training_learns_and_writes_every_output(packed, tmp_path):
 def test_paper_recipe_is_the_papers_plain_loop(packed, tmp_path):
     """Adam at a constant rate, one window per clip at the offset, plain cross-entropy: step for step."""
     config = tiny_train_config(packed, tmp_path / "run", epochs=1)
-    assert (PAPER.optimizer, PAPER.lr, PAPER.schedule, PAPER.batch_size, PAPER.epochs, PAPER.windows_per_clip, PAPER.offset_s) == ("adam", 5e-4, "constant", 25, 20, 1, 15.0)
+    assert (PAPER.optimizer, PAPER.lr, PAPER.schedule, PAPER.batch_size, PAPER.epochs, PAPER.windows_per_clip, PAPER.offset_s) == (
+        "adam",
+        5e-4,
+        "constant",
+        25,
+        20,
+        1,
+        15.0,
+    )
     assert (PAPER.mixup_alpha, PAPER.label_smoothing, PAPER.clip_grad_norm, PAPER.weight_decay) == (0, 0, None, 0) and PAPER.augment.freq_masks == 0
     train(config)
     torch.manual_seed(config.seed)
