@@ -25,6 +25,7 @@ def test_readme_opens_with_setup_demo_and_test_commands_that_ci_runs():
     assert "torch==2.13.0" in setup and demo.endswith("streamgenre demo") and "pytest" in tests
     ci = (ROOT / ".ci" / "run").read_text()
     assert setup in ci and tests.split("#")[0].strip() in ci
+    assert ".venv/bin/ruff check ." in ci and ".venv/bin/ruff check ." in (ROOT / "README.md").read_text()  # the lint the README shows
 
 
 def _flatten(text: str) -> str:
