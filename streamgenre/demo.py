@@ -48,6 +48,8 @@ class DemoConfig:
             raise InputError(f"--clips-per-genre must be >= 5 so every split gets each genre, got {self.clips_per_genre}")
         if self.clip_s < self.stream.duration_s:
             raise InputError(f"--clip-length {self.clip_s}s is shorter than the {self.stream.duration_s}s window")
+        if self.workers is not None and self.workers < 0:
+            raise InputError(f"--workers must be >= 0, got {self.workers}")  # before minutes of synthesis, not after
 
 
 @dataclass(frozen=True)

@@ -33,3 +33,8 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
     assert result.exit_code == 2
     assert result.output.startswith("error:") and "Traceback" not in result.output
     assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def test_negative_workers_fail_before_any_synthesis(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--workers", "-1"])
+    assert result.exit_code == 2 and "--workers must be >= 0" in result.output and not (tmp_path / "demo").exists()
