@@ -295,6 +295,7 @@ def train(
     max_skip_fraction: Annotated[float, typer.Option(help="Stop when more than this fraction of samples fails to decode.")] = 0.01,
     resample: Annotated[str, typer.Option(help="Resample on the 'device' inside the model, or on the 'cpu' in the loader.")] = "device",
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: synchronise batch-norm statistics across processes.")] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (minutes of compiling first; try it on a GPU).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
     """Train a genre classifier on streamed shards (under torchrun: on every process)."""
@@ -319,6 +320,7 @@ def train(
         resume=resume,
         max_skip_fraction=max_skip_fraction,
         sync_bn=sync_bn,
+        compile=compile_model,
         progress=not quiet,
     )
     _setup_logging()

@@ -168,3 +168,11 @@ def test_too_many_undecodable_samples_stop_the_run(tmp_path):
     write_packed_dir(tmp_path / "bad", GENRES, {"train": 2}, per_shard=2, clip_s=3.0, corrupt_key="train0001")
     with pytest.raises(StreamgenreError, match="failed to decode"):
         train(tiny_train_config(tmp_path / "bad", tmp_path / "run", epochs=1))
+
+
+def test_compile_wraps_the_trained_model_and_checkpoints_keep_plain_weights(packed, tmp_path, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda model: compiled.append(model) or model)  # compiling for real takes minutes
+    train(tiny_train_config(packed, tmp_path / "run", epochs=1, compile=True))
+    assert len(compiled) == 1 and isinstance(compiled[0], GenreClassifier)
+    assert all(not key.startswith("_orig_mod") for key in load_checkpoint(tmp_path / "run" / "last.pt")["model"])
