@@ -127,3 +127,17 @@ def tiny_train_config(shards: Path, out: Path, recipe: str = "paper", **changes)
     settings = {"duration_s": 2.0, "shuffle_buffer": 8, "workers": 0, "progress": False}
     settings.update({k: v for k, v in changes.items() if k not in recipe_fields})
     return TrainConfig(shards=str(shards), out=out, recipe=recipe_named(recipe).with_options(**recipe_changes), **settings)
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory) -> Path:
+    """A run trained for 2 epochs (paper recipe) on 8 clips of two synthetic genres, ambient and rock.
+
+    Shared by the inference tests (predict, export, tag): trained once per session.
+    """
+    from streamgenre.train import train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    write_packed_dir(root / "packed", ["ambient", "rock"], {"train": 2}, per_shard=4, clip_s=3.0)
+    train(tiny_train_config(root / "packed", root / "run", epochs=2))
+    return root / "run"

@@ -20,19 +20,9 @@ from streamgenre.cli import app
 from streamgenre.evaluate import WindowPlan
 from streamgenre.export import TOLERANCE, load_exported
 from streamgenre.synth import encode_mp3, make_clip
-from streamgenre.train import train
-from tests.conftest import tiny_train_config, write_packed_dir
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 GENRES = ["ambient", "rock"]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("export")
-    write_packed_dir(root / "packed", GENRES, {"train": 2}, per_shard=4, clip_s=3.0)
-    train(tiny_train_config(root / "packed", root / "run", epochs=2))
-    return root / "run"
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,8 @@ from streamgenre.checkpoint import InferenceSpec, LoadedModel
 from streamgenre.cli import app
 from streamgenre.predict import predict_files, stream_windows
 from streamgenre.synth import encode_mp3, make_clip
-from streamgenre.train import train
 from streamgenre.windows import WindowPlan
-from tests.conftest import tiny_train_config, write_broken_files, write_packed_dir
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("predict")
-    write_packed_dir(root / "packed", ["ambient", "rock"], {"train": 2}, per_shard=4, clip_s=3.0)
-    train(tiny_train_config(root / "packed", root / "run", epochs=1))
-    return root / "run"
+from tests.conftest import write_broken_files
 
 
 @pytest.fixture(scope="module")

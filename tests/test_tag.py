@@ -18,8 +18,7 @@ from typer.testing import CliRunner
 import streamgenre.tag as tag_module
 from streamgenre.cli import app
 from streamgenre.synth import encode_mp3, make_clip
-from streamgenre.train import train
-from tests.conftest import tiny_train_config, write_broken_files, write_packed_dir
+from tests.conftest import write_broken_files
 
 mutagen = pytest.importorskip("mutagen")
 
@@ -32,14 +31,6 @@ ENCODINGS = {
     ".m4a": ("ipod", "aac", "fltp", "mono", 22050, {}),
 }
 SUFFIXES = [".mp3", *ENCODINGS]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tag")
-    write_packed_dir(root / "packed", GENRES, {"train": 2}, per_shard=4, clip_s=3.0)
-    train(tiny_train_config(root / "packed", root / "run", epochs=1))
-    return root / "run"
 
 
 def encode(suffix: str, seed: int = 0, seconds: float = 4.0) -> bytes:
