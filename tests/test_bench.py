@@ -20,9 +20,9 @@ STAGES = {"1", "2", "3", "4", "5", "6", "7"}
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[object, Path]:
-    """One quick bench over 2 shards x 3 clips of 4 s (a 3-s window fits), shared by the tests."""
+    """One quick bench over 2 shards x 3 clips of 4 s (a 3-s window fits), one of them garbage, shared by the tests."""
     root = tmp_path_factory.mktemp("bench")
-    write_packed_dir(root / "packed", GENRES, {"train": 2}, per_shard=3, clip_s=4.0)
+    write_packed_dir(root / "packed", GENRES, {"train": 2}, per_shard=3, clip_s=4.0, corrupt_key="train0101")
     out = root / "out"
     result = CliRunner().invoke(app, ["bench", str(root / "packed"), "--quick", "--quiet", "--out", str(out)])
     return result, out
@@ -61,6 +61,7 @@ def test_markdown_and_chart_are_written(quick_run):
         assert heading in markdown
     assert all(f"| {stage} |" in markdown for stage in STAGES)
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "1 of the 6 clips could not be read or decoded" in markdown and "train0101: not an audio file" in markdown
     assert not list(out.glob("*.tmp*"))  # atomic writes leave no temporaries
 
 
@@ -78,12 +79,24 @@ def test_an_out_that_is_a_file_fails_at_once_in_one_line(tmp_path):
 
 
 def test_garbage_members_are_left_out_and_noted(tmp_path):
-    from streamgenre.bench import BenchConfig, _decodable_clips, _measure_read, select_clips
+    from streamgenre.bench.core import BenchConfig, decodable_clips, load_clips, select_clips
 
     write_packed_dir(tmp_path / "packed", GENRES, {"train": 2}, per_shard=3, clip_s=4.0, corrupt_key="train0001")
     config = BenchConfig(str(tmp_path / "packed"), quick=True, progress=False)
     dropped: list[str] = []
-    _, clips = _measure_read(select_clips(config.shards, 6), config, dropped)
-    usable, formats = _decodable_clips(clips, config, dropped)
+    clips = load_clips(select_clips(config.shards, 6), config, dropped)
+    usable, formats = decodable_clips(clips, config, dropped)
     assert len(usable) == 5 and sum(formats.values()) == 5
     assert len(dropped) == 1 and dropped[0].startswith("train0001: not an audio file FFmpeg can read")
+
+
+def test_a_shard_shorter_than_its_index_is_an_error(tmp_path):
+    from streamgenre.bench.core import BenchConfig, load_clips, select_clips
+    from streamgenre.errors import ShardFormatError
+
+    write_packed_dir(tmp_path / "packed", GENRES, {"train": 1}, per_shard=3, clip_s=4.0)
+    config = BenchConfig(str(tmp_path / "packed"), quick=True, progress=False)
+    clip_set = select_clips(config.shards, 3)
+    clip_set.counts[0] += 1  # index.json promises a sample the shard does not hold
+    with pytest.raises(ShardFormatError, match="samples read, index.json lists 4"):
+        load_clips(clip_set, config, [])

@@ -22,7 +22,8 @@ from streamgenre.bench.core import (
     DEMO_SHARDS,
     QUICK_CLIPS,
     BenchConfig,
-    clip_formats,
+    check_out,
+    decodable_clips,
     load_clips,
     most_common_rate,
     select_clips,
@@ -62,9 +63,11 @@ def run_bench(config: BenchConfig) -> BenchResult:
     """
     config = _quick(config) if config.quick else config
     device = resolve_device(config.device)
+    check_out(config.out)
     clip_set = select_clips(config.shards, config.clips)
-    clips = load_clips(clip_set, config)  # untimed: also warms the page cache for stage 2
-    formats = clip_formats(clips)
+    dropped: list[str] = []
+    clips = load_clips(clip_set, config, dropped)  # untimed: also warms the page cache for stage 2
+    clips, formats = decodable_clips(clips, config, dropped)
     ceiling = ceiling_row(clips, config)
     read = read_row(clip_set, config)
     decoding = window_decode_rows(clips, config)
@@ -83,7 +86,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
         rows=[ceiling, read, *decoding, *loading, *frontend, step, epoch, *paper_rows(paper, len(clips))],
         comparisons=disk + memory + first_epoch,
         targets=loader_targets + other_targets(frontend, disk, memory, first_epoch),
-        notes=format_notes(formats, clip_set, config),
+        notes=format_notes(formats, clip_set, config, dropped),
     )
     write_outputs(result, config.out)
     return result

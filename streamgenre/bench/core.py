@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import io
-import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import av
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from streamgenre.audio import decode_window_native
 from streamgenre.dist import check_device_name
-from streamgenre.errors import InputError, ShardFormatError
+from streamgenre.errors import DecodeError, InputError, ShardFormatError
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_WINDOW_S
 from streamgenre.progress import progress_bar
-from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SPLITS, is_remote, read_index, shard_urls
+from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SPLITS, SampleMeta, is_remote, read_index, shard_urls
 from streamgenre.stream import Batch, SplitSource, StreamConfig, read_shards
 from streamgenre.units import Seconds
 
@@ -121,10 +120,11 @@ class ClipSet:
     labels: list[str]
     count: int
     size_bytes: int
+    counts: list[int] = field(default_factory=list)  # samples per shard, from index.json
 
     def source(self, scale: int = 1) -> SplitSource:
         """The loader's view of these shards, the list repeated `scale` times."""
-        return SplitSource(self.urls * scale, self.labels, self.count * scale)
+        return SplitSource(self.urls * scale, self.labels, self.count * scale, self.counts * scale)
 
 
 def select_clips(directory: str, clips: int) -> ClipSet:
@@ -137,47 +137,95 @@ def select_clips(directory: str, clips: int) -> ClipSet:
     if not is_remote(directory) and not Path(directory).exists():
         raise InputError(f"{directory} does not exist: run `streamgenre demo` first to make the demo corpus, or pass a packed DIR")
     index = read_index(directory)
-    urls, count, size = [], 0, 0
+    urls, counts, size = [], [], 0
     for split in SPLITS:
         for url, entry in zip(shard_urls(directory, index, split), index.split_shards(split), strict=True):
-            if count >= clips:
+            if sum(counts) >= clips:
                 break
             urls.append(url)
-            count += entry.count
+            counts.append(entry.count)
             size += entry.size_bytes
     if not urls:
         raise ShardFormatError(f"{directory}/index.json lists no shards; re-pack it with `streamgenre pack`")
-    return ClipSet(urls, list(index.labels), count, size)
+    return ClipSet(urls, list(index.labels), sum(counts), size, counts)
 
 
-def load_clips(clip_set: ClipSet, config: BenchConfig) -> list[Clip]:
-    """Read every clip of `clip_set` into memory (untimed; it also warms the page cache for stage 2)."""
+def check_out(out: Path) -> None:
+    """Make the output folder before minutes of measuring, so a bad --out fails at once, in one line.
+
+    Raises:
+        InputError: `out` is a file, or cannot be created or written.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; pass a folder for bench.json, bench.md and bench.png")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exn:
+        raise InputError(f"cannot create --out {out}: {exn.strerror or exn}") from None
+    if not os.access(out, os.W_OK):
+        raise InputError(f"cannot write to --out {out}: permission denied")
+
+
+def load_clips(clip_set: ClipSet, config: BenchConfig, dropped: list[str]) -> list[Clip]:
+    """Read every clip of `clip_set` into memory (untimed; it also warms the page cache for stage 2).
+
+    A sample that cannot be read is left out and noted in `dropped` (see `read_clips`).
+    """
     with stage_bar("reading the clips", clip_set.count, config.progress) as bar:
         clips = []
-        for clip in read_clips(clip_set.urls, config):
+        for clip in read_clips(clip_set, config, dropped):
             clips.append(clip)
             bar.update(1)
     return clips
 
 
-def read_clips(urls: list[str], config: BenchConfig) -> Iterable[Clip]:
-    """The clips of `urls` in order, each with the offset `decode_window` would use (the last full window if short)."""
-    for sample in read_shards({"url": url} for url in urls):
-        if not isinstance(sample, dict):  # a shard that could not be read
+def read_clips(clip_set: ClipSet, config: BenchConfig, dropped: list[str]) -> Iterable[Clip]:
+    """The clips of the shards in order, each with the offset `decode_window` would use (the last full window if short).
+
+    A sample without both members or with a garbage json member is left out and noted in `dropped`.
+
+    Raises:
+        ShardFormatError: a shard cannot be read, or holds fewer samples than index.json lists.
+    """
+    expected = dict(zip(clip_set.urls, clip_set.counts, strict=True))
+    for sample in read_shards(({"url": url} for url in clip_set.urls), expected=expected):
+        if not isinstance(sample, dict):  # a shard that could not be read, or ended early
             raise ShardFormatError(sample.message)
-        meta = json.loads(sample[META_MEMBER])
-        last_start = max(0.0, meta.get("duration_s", math.inf) - config.duration_s)
-        yield Clip(sample["__key__"], meta["genre"], sample[AUDIO_MEMBER], min(config.offset_s, last_start))
+        key = sample["__key__"]
+        if META_MEMBER not in sample or AUDIO_MEMBER not in sample:
+            dropped.append(f"{key}: no {META_MEMBER} or {AUDIO_MEMBER} member")
+            continue
+        try:
+            meta = SampleMeta.from_json(sample[META_MEMBER])
+        except ShardFormatError as exn:
+            dropped.append(f"{key}: {exn}")
+            continue
+        clip_s = math.inf if meta.duration_s is None else meta.duration_s
+        last_start = max(0.0, clip_s - config.duration_s)
+        yield Clip(key, meta.genre, sample[AUDIO_MEMBER], min(config.offset_s, last_start))
 
 
-def clip_formats(clips: list[Clip]) -> Counter:
-    """How many clips have each ``(sample_rate, channels)``, read from the stream headers."""
+def decodable_clips(clips: list[Clip], config: BenchConfig, dropped: list[str]) -> tuple[list[Clip], Counter]:
+    """The clips whose window decodes, and how many have each ``(sample_rate, channels)``.
+
+    A clip that does not decode would crash the raw-PyAV stages; it is left out and noted in `dropped`.
+
+    Raises:
+        ShardFormatError: not one clip decodes.
+    """
     formats: Counter = Counter()
+    usable = []
     for clip in clips:
-        with av.open(io.BytesIO(clip.data)) as container:
-            context = container.streams.audio[0].codec_context
-            formats[(context.sample_rate, context.channels)] += 1
-    return formats
+        try:
+            waveform, rate = decode_window_native(clip.data, clip.offset_s, config.duration_s, mono=False)
+        except DecodeError as exn:
+            dropped.append(f"{clip.key}: {exn}")
+            continue
+        formats[(rate, waveform.shape[0])] += 1
+        usable.append(clip)
+    if not usable:
+        raise ShardFormatError(f"none of the {len(clips)} clips of the measured shards decodes: " + "; ".join(dropped[:3]))
+    return usable, formats
 
 
 def most_common_rate(formats: Counter) -> int:

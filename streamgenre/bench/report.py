@@ -84,8 +84,11 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return None if numerator is None or not denominator else numerator / denominator
 
 
-def format_notes(formats: Counter, clip_set: ClipSet, config: BenchConfig) -> list[str]:
+def format_notes(formats: Counter, clip_set: ClipSet, config: BenchConfig, dropped: list[str]) -> list[str]:
     notes = []
+    if dropped:
+        shown = "; ".join(dropped[:5]) + (f"; and {len(dropped) - 5} more" if len(dropped) > 5 else "")
+        notes.append(f"{len(dropped)} of the {clip_set.count} clips could not be read or decoded and were left out of the per-clip stages: {shown}")
     missing = missing_paper_extras()
     if missing:
         notes.append(f"{' and '.join(missing)} not installed: the paper pipeline (stages 7-9) was skipped; pip install 'streamgenre[bench]'")

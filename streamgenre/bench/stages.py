@@ -52,7 +52,7 @@ def read_row(clip_set: ClipSet, config: BenchConfig) -> StageRow:
     with stage_bar("2 shard read", clip_set.count, config.progress) as bar:
         started = time.perf_counter()
         count = 0
-        for _ in read_clips(clip_set.urls, config):
+        for _ in read_clips(clip_set, config, []):  # load_clips already noted what it drops
             count += 1
             bar.update(1)
         seconds = time.perf_counter() - started
