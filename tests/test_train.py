@@ -157,3 +157,17 @@ def test_too_many_undecodable_samples_stop_the_run(tmp_path):
     write_packed_dir(tmp_path / "bad", GENRES, {"train": 2}, per_shard=2, clip_s=3.0, corrupt_key="train0001")
     with pytest.raises(StreamgenreError, match="failed to decode"):
         train(tiny_train_config(tmp_path / "bad", tmp_path / "run", epochs=1))
+
+
+def test_a_time_budget_stops_after_the_epoch_that_spends_it_and_resume_may_change_it(packed, tmp_path):
+    result = train(tiny_train_config(packed, tmp_path / "run", epochs=3, time_budget_s=1e-3))
+    assert len(result.history) == 1 and result.history[0]["elapsed_s"] >= result.history[0]["seconds"] > 0
+    resumed = train(tiny_train_config(packed, tmp_path / "run", epochs=3, resume=True))  # no budget: runs to the end
+    elapsed = [row["elapsed_s"] for row in resumed.history]
+    assert len(elapsed) == 3 and elapsed == sorted(elapsed)  # the resumed run's wall time goes on counting
+
+
+@pytest.mark.parametrize("budget", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_time_budget_must_be_positive_seconds(packed, tmp_path, budget):
+    with pytest.raises(InputError, match="time budget"):
+        tiny_train_config(packed, tmp_path / "run", time_budget_s=budget)
