@@ -15,7 +15,7 @@ from streamgenre.cli import app
 from tests.conftest import write_packed_dir
 
 GENRES = ["ambient", "rock"]
-STAGES = {"1", "2", "3", "4", "5", "6", "7"}
+STAGES = {"1", "2", "3", "4", "5", "6", "7", "10"}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,24 @@ def test_json_holds_every_stage_with_a_rate(quick_run):
     assert all(row["clips_per_s"] > 0 for row in rows if row["stage"] != "7")  # only the paper may skip
     assert {row["name"].split(",")[1].strip() for row in rows if row["stage"] == "4"} == {"resample=cpu", "resample=device"}
     assert report["clip_set"]["clips"] == 6 and report["machine"]["cores"] >= 1 and report["machine"]["torch"]
+
+
+def test_the_train_step_is_trainings_for_every_model_and_channels_last_is_compared(quick_run):
+    _, out = quick_run
+    report = json.loads((out / "bench.json").read_text())
+    steps = [row for row in report["rows"] if row["stage"] == "6" and row["name"].startswith("train step")]
+    assert [row["name"].split(",")[1].split("(")[0].strip() for row in steps] == ["paper model", "resnet model", "paper model"]
+    assert "contiguous" in steps[-1]["name"] and all("modern recipe: adamw, mixup 0.2, label smoothing 0.1" in row["detail"] for row in steps)
+    ratio = [t for t in report["targets"] if "channels-last / contiguous" in t["name"]]
+    assert len(ratio) == 1 and ratio[0]["value"] > 0 and ratio[0]["goal"] == ">= 1.3"
+
+
+def test_predict_is_timed_on_the_clips_and_on_one_long_file_with_its_peak_rss(quick_run):
+    _, out = quick_run
+    rows = [row for row in json.loads((out / "bench.json").read_text())["rows"] if row["stage"] == "10"]
+    assert [row["clips"] for row in rows] == [5, 1]  # the garbage clip is not a file to predict
+    assert "4-s clips as files" in rows[0]["name"] and "one 20-s file" in rows[1]["name"]
+    assert all(row["clips_per_s"] > 0 and "peak RSS" in row["detail"] for row in rows)
 
 
 def test_json_compares_memory_disk_and_first_epoch_with_the_paper(quick_run):
@@ -100,3 +118,38 @@ def test_a_shard_shorter_than_its_index_is_an_error(tmp_path):
     clip_set.counts[0] += 1  # index.json promises a sample the shard does not hold
     with pytest.raises(ShardFormatError, match="samples read, index.json lists 4"):
         load_clips(clip_set, config, [])
+
+
+def test_time_to_accuracy_reads_the_budget_and_target_from_the_history():
+    from streamgenre.bench.stages import accuracy_run
+
+    history = [
+        {"elapsed_s": 10.0, "seconds": 8.0, "train_windows": 80, "val_accuracy": 0.5},
+        {"elapsed_s": 20.0, "seconds": 8.0, "train_windows": 80, "val_accuracy": 0.85},
+        {"elapsed_s": 31.0, "seconds": 8.0, "train_windows": 80, "val_accuracy": 0.9},  # ended past the budget
+    ]
+    run = accuracy_run(history, "modern", "resnet", budget_s=30.0, target=0.8)
+    assert (run.seconds_to_target, run.accuracy, run.final_accuracy, run.epochs, run.seconds) == (20.0, 0.85, 0.9, 3, 31.0)
+    assert accuracy_run(history, "paper", "paper", budget_s=5.0, target=0.95).seconds_to_target is None
+
+
+def test_time_to_accuracy_trains_each_recipe_and_model_within_the_budget(tmp_path):
+    from streamgenre.bench import BenchConfig
+    from streamgenre.bench.report import _accuracy_table
+    from streamgenre.bench.stages import accuracy_rows
+
+    write_packed_dir(tmp_path / "packed", GENRES, {"train": 1, "val": 1}, per_shard=2, clip_s=3.5)
+    config = BenchConfig(str(tmp_path / "packed"), workers=(0,), progress=False, budget_s=1e-3, accuracy_runs=(("modern", "resnet"), ("paper", "paper")))
+    rows, runs = accuracy_rows(config, tmp_path / "scratch")
+    assert [(run.recipe, run.model, run.epochs) for run in runs] == [("modern", "resnet", 1), ("paper", "paper", 1)]  # the budget stops each after one epoch
+    assert runs[0].train_windows == 2 * 8 and runs[1].train_windows == 2  # modern: 8 windows per clip
+    assert all(row.stage == "11" and row.clips_per_s > 0 and run.seconds > 0 for row, run in zip(rows, runs, strict=True))
+    assert all(run.final_accuracy is not None and run.accuracy is None for run in runs)  # no epoch ends within 1 ms
+    table = "\n".join(_accuracy_table(runs))
+    assert "s to val acc 0.8" in table and "| modern | resnet |" in table and "| paper | paper |" in table
+
+
+def test_time_to_accuracy_needs_a_val_split(tmp_path):
+    write_packed_dir(tmp_path / "packed", GENRES, {"train": 2}, per_shard=3, clip_s=4.0)
+    result = CliRunner().invoke(app, ["bench", str(tmp_path / "packed"), "--quick", "--quiet", "--time-to-accuracy", "--budget", "1s", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "no val shards" in result.output and "Traceback" not in result.output

@@ -40,9 +40,9 @@ ALLOWED = {
     "tag": {"checkpoint", "predict", "windows"},
     "export": {"audio", "checkpoint", "synth", "windows"},
     "train": {"checkpoint", "dist", "evaluate", "lock", "model", "paper", "plots", "progress", "recipes", "shards", "stream", "windows"},
-    "bench": {"audio", "dist", "frontend", "model", "models", "pack", "plots", "progress", "shards", "stream", "train"},
+    "bench": {"audio", "checkpoint", "dist", "frontend", "model", "models", "pack", "plots", "predict", "progress", "recipes", "shards", "stream", "synth", "train", "windows"},
     "demo": {"pack", "progress", "recipes", "stream", "synth", "train"},
-    "cli": {"augment", "bench", "checkpoint", "demo", "dist", "evaluate", "export", "model", "models", "pack", "plots", "predict", "recipes", "shards", "stream", "tag", "train", "units", "windows"},
+    "cli": {"augment", "bench", "checkpoint", "demo", "dist", "evaluate", "export", "model", "models", "pack", "plots", "predict", "progress", "recipes", "shards", "stream", "tag", "train", "units", "windows"},
 }
 
 

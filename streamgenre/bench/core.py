@@ -19,8 +19,10 @@ from tqdm import tqdm
 from streamgenre.audio import decode_window_native
 from streamgenre.dist import check_device_name
 from streamgenre.errors import DecodeError, InputError, ShardFormatError
+from streamgenre.models import model_spec
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_WINDOW_S
 from streamgenre.progress import progress_bar
+from streamgenre.recipes import DEFAULT_RECIPE, recipe_named
 from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SPLITS, SampleMeta, is_remote, read_index, shard_urls
 from streamgenre.stream import Batch, SplitSource, StreamConfig, read_shards
 from streamgenre.units import Seconds
@@ -40,6 +42,12 @@ class BenchConfig:
     `clips` is rounded up to whole shards so every stage sees exactly the clips the loader
     reads. `quick` shrinks everything (a few clips, the first worker count, one timed step):
     every stage still runs, so it is a smoke test of the bench, not a benchmark.
+
+    The train step runs `recipe` (training's default) for every registered model, on batches
+    of `step_batch_size` windows (None: the recipe's batch). `long_file_s` is the length of
+    the one long file `predict` is timed on. `time_to_accuracy` (minutes: opt-in) trains each
+    ``(recipe, model)`` of `accuracy_runs` on the whole packed directory for `budget_s` and
+    records when whole-clip validation accuracy first reaches `target`.
     """
 
     shards: str = DEMO_SHARDS
@@ -55,6 +63,13 @@ class BenchConfig:
     loader_min_clips: int = 512
     rss_scale: int = 4
     progress: bool = True
+    recipe: str = DEFAULT_RECIPE
+    step_batch_size: int | None = None
+    long_file_s: Seconds = 600.0
+    time_to_accuracy: bool = False
+    budget_s: Seconds = 300.0
+    target: float = 0.8
+    accuracy_runs: tuple[tuple[str, str], ...] = (("modern", "resnet"), ("modern", "paper"), ("paper", "paper"))
 
     def __post_init__(self):
         if self.clips < 1:
@@ -67,6 +82,17 @@ class BenchConfig:
         for name in ("batch_size", "timed_steps", "rss_scale"):
             if getattr(self, name) < 1:
                 raise InputError(f"bench {name} must be >= 1, got {getattr(self, name)}")
+        if self.step_batch_size is not None and self.step_batch_size < 1:
+            raise InputError(f"bench step_batch_size must be >= 1, got {self.step_batch_size}")
+        if not self.long_file_s >= self.duration_s:
+            raise InputError(f"bench long_file_s must be at least one window ({self.duration_s} s), got {self.long_file_s}")
+        if not (math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise InputError(f"--budget must be a time > 0, got {self.budget_s} s")
+        if not 0 < self.target <= 1:
+            raise InputError(f"--target must be an accuracy within 0..1 (above 0), got {self.target}")
+        recipe_named(self.recipe)
+        for recipe, model in self.accuracy_runs:
+            recipe_named(recipe), model_spec(model)
 
 
 @dataclass(frozen=True)
@@ -103,6 +129,28 @@ class Target:
 
 
 @dataclass(frozen=True)
+class AccuracyRun:
+    """One time-to-accuracy run: how soon whole-clip validation accuracy reached the target, and how high it got.
+
+    `seconds_to_target` is the run's wall time (validation included) at the end of the first
+    epoch that reached `target` (past the budget if the last epoch did), None if none did; `accuracy` is the best
+    whole-clip validation accuracy of the epochs that ended within the budget (None: not one did).
+    """
+
+    recipe: str
+    model: str
+    budget_s: float
+    target: float
+    epochs: int
+    seconds: float  # wall time at the end of the last epoch run
+    train_windows: int
+    train_seconds: float
+    seconds_to_target: float | None
+    accuracy: float | None
+    final_accuracy: float | None  # of the last epoch run, which may end past the budget
+
+
+@dataclass(frozen=True)
 class Clip:
     """One clip held in memory, with the window offset every stage uses for it."""
 
@@ -110,6 +158,7 @@ class Clip:
     genre: str
     data: bytes
     offset_s: Seconds
+    duration_s: Seconds | None = None  # the clip's length, as its json member records it
 
 
 @dataclass(frozen=True)
@@ -202,7 +251,7 @@ def read_clips(clip_set: ClipSet, config: BenchConfig, dropped: list[str]) -> It
             continue
         clip_s = math.inf if meta.duration_s is None else meta.duration_s
         last_start = max(0.0, clip_s - config.duration_s)
-        yield Clip(key, meta.genre, sample[AUDIO_MEMBER], min(config.offset_s, last_start))
+        yield Clip(key, meta.genre, sample[AUDIO_MEMBER], min(config.offset_s, last_start), meta.duration_s)
 
 
 def decodable_clips(clips: list[Clip], config: BenchConfig, dropped: list[str]) -> tuple[list[Clip], Counter]:
@@ -228,9 +277,10 @@ def decodable_clips(clips: list[Clip], config: BenchConfig, dropped: list[str]) 
     return usable, formats
 
 
-def most_common_rate(formats: Counter) -> int:
-    (rate, _channels), _count = formats.most_common(1)[0]
-    return rate
+def most_common_format(formats: Counter) -> tuple[int, int]:
+    """The ``(sample_rate, channels)`` most of the clips have."""
+    (rate, channels), _count = formats.most_common(1)[0]
+    return rate, channels
 
 
 @contextmanager
