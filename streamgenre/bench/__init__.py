@@ -3,7 +3,8 @@
 Times each stage alone on the same clips (decode ceiling, shard read, window decode, loader,
 frontend, training step), then end to end, and runs the paper's WAV -> PNG -> tensors pipeline
 on those clips for comparison; then `predict` on those clips and on one long file, and (opt-in)
-the time each recipe and model takes to reach a validation accuracy. Returns a `BenchResult` and writes bench.json/md/png; never prints.
+the time each recipe and model takes to reach a validation accuracy. Returns a `BenchResult`
+and writes bench.json/md/png; never prints.
 
     core      the configuration, the rows, the clips and the timing helpers every stage shares
     stages    stages 1-6, 10 (predict) and 11 (time to accuracy), and the packing half of stage 9
