@@ -613,13 +613,34 @@ def bench(
         bool,
         typer.Option("--quick", help="A smoke test of every stage on a few clips with the first worker count (about a minute on 2 cores); not a benchmark."),
     ] = False,
+    time_to_accuracy: Annotated[
+        bool,
+        typer.Option(
+            "--time-to-accuracy",
+            help="Also train each recipe and model on DIR for --budget and time how soon whole-clip val accuracy reaches --target (minutes).",
+        ),
+    ] = False,
+    budget: Annotated[str, typer.Option(help="Wall time per --time-to-accuracy run, e.g. 5m; each stops after the epoch that spends it.")] = "5m",
+    target: Annotated[float, typer.Option(help="The whole-clip validation accuracy --time-to-accuracy times.")] = 0.8,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
 ) -> None:
-    """Time every stage (decode, loader, frontend, training) and the paper's WAV/PNG pipeline on the same clips."""
+    """Time every stage (decode, loader, frontend, training, predict) and the paper's WAV/PNG pipeline on the same clips."""
     from streamgenre.bench import DEMO_SHARDS, BenchConfig, run_bench
+    from streamgenre.units import parse_duration
 
     worker_counts = _parse_counts("--workers", workers)
-    config = BenchConfig(shards or DEMO_SHARDS, out, clips, worker_counts, device, quick, progress=not quiet)
+    config = BenchConfig(
+        shards or DEMO_SHARDS,
+        out,
+        clips,
+        worker_counts,
+        device,
+        quick,
+        progress=not quiet,
+        time_to_accuracy=time_to_accuracy,
+        budget_s=parse_duration(budget),
+        target=target,
+    )
     _setup_logging()
     result = run_bench(config)
     typer.echo(result.markdown)

@@ -109,8 +109,16 @@ class SampleMeta:
 
 
 _META_TYPES = {
-    "genre": str, "track_id": str, "label": int, "split": str, "duration_s": float, "sample_rate": int,
-    "channels": int, "source": str, "short": bool, "artist": str,
+    "genre": str,
+    "track_id": str,
+    "label": int,
+    "split": str,
+    "duration_s": float,
+    "sample_rate": int,
+    "channels": int,
+    "source": str,
+    "short": bool,
+    "artist": str,
 }
 _TYPE_NAMES = {str: "string", int: "whole number", float: "number", bool: "true/false"}
 

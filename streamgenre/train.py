@@ -92,9 +92,12 @@ class TrainConfig:
     sync_bn: bool = False
     compile: bool = False  # torch.compile the model for training (off: not measured faster on a 2-core CPU)
     progress: bool = True
+    time_budget_s: float | None = None  # stop after the epoch in which the run's wall time passes this
 
     def __post_init__(self):
         check_device_name(self.device)
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise InputError(f"the time budget must be a finite number of seconds > 0, got {self.time_budget_s}")
         if not 0 <= self.max_skip_fraction <= 1:
             raise InputError(f"--max-skip-fraction must be within 0..1, got {self.max_skip_fraction}")
         if self.workers is not None and self.workers < 0:
@@ -211,6 +214,7 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
         train_loader = make_loader(train_source, config.stream, workers, pin)
         val_loader = make_loader(val_source, _whole_clip_stream(config), workers, pin) if val_source else None
         train_seconds, train_windows = 0.0, 0
+        elapsed_before = run.history[-1].get("elapsed_s", 0.0) if run.history else 0.0  # a resumed run's count goes on
         for epoch in range(len(run.history), config.recipe.epochs):
             epoch_started = time.perf_counter()
             stats = _train_epoch(run, train_loader, train_source, epoch)
@@ -221,6 +225,7 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
             row["seconds"] = round(time.perf_counter() - epoch_started, 2)
             if val_loader is not None:
                 row.update(_validate(run, val_loader))
+            row["elapsed_s"] = round(elapsed_before + time.perf_counter() - started, 2)  # wall time since the run began, validation included
             score = row.get("val_accuracy", row["train_accuracy"])
             improved = run.best is None or score > run.best
             if improved:
@@ -229,6 +234,10 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
             if dist.is_main:
                 _save_epoch(run, out, improved)
                 log.info(_epoch_line(row, config.recipe.epochs))
+            if config.time_budget_s is not None and row["elapsed_s"] >= config.time_budget_s:
+                if dist.is_main:
+                    log.info("time budget of %.0f s spent after epoch %d: stopping", config.time_budget_s, epoch + 1)
+                break
         test = _test_report(config, out, index, workers, device) if dist.is_main else None
         return TrainResult(
             out,
@@ -245,8 +254,7 @@ def _start_run(config: TrainConfig, source: SplitSource, dist: DistInfo, device:
     """Build the model, optimizer and AMP scaler, and plan the number of optimizer steps."""
     model = GenreClassifier(config.model_config(len(source.labels))).to(device)
     recipe = config.recipe
-    optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    optimizer = make_optimizer(model, recipe)
     use_amp = device.type == "cuda" and config.amp is not False
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     steps_per_epoch = math.ceil(source.sample_count * recipe.windows_per_clip / recipe.batch_size / dist.world_size)
@@ -254,6 +262,12 @@ def _start_run(config: TrainConfig, source: SplitSource, dist: DistInfo, device:
     if config.compile:
         trained = torch.compile(trained)
     return _Run(config, model, trained, optimizer, scaler, device, dist, use_amp, source.labels, steps_per_epoch * recipe.epochs)
+
+
+def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over `model`'s parameters, at the recipe's peak learning rate."""
+    optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 def _optional_split(shards: str, split: str, genres: tuple[str, ...] | None, index) -> SplitSource | None:
@@ -316,18 +330,9 @@ def _train_epoch(run: _Run, loader: torch.utils.data.DataLoader, source: SplitSo
             group["lr"] = learning_rate(recipe, run.step, run.total_steps)
         waveforms = batch.waveforms.to(device, non_blocking=True)  # (batch, time)
         labels = batch.labels.to(device, non_blocking=True)
-        waveforms, partner, share = _mixup(waveforms, recipe.mixup_alpha)
-        with _autocast(device, run.use_amp):
-            logits = run.trained(waveforms, sample_rate=batch.sample_rate)
-            loss = _mixed_loss(logits, labels, partner, share, recipe.label_smoothing)
+        loss, logits = step_loss(run.trained, recipe, waveforms, labels, batch.sample_rate, run.use_amp)
         _check_finite(loss, epoch, run.step)
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        if recipe.clip_grad_norm is not None:
-            run.scaler.unscale_(run.optimizer)
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), recipe.clip_grad_norm)
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
+        apply_step(run.optimizer, run.scaler, loss, recipe, run.model.parameters())
         run.step += 1
         stats.loss_sum += loss.item() * len(batch)  # a CPU-GPU sync point, once per batch
         stats.correct += int((logits.argmax(dim=1) == labels).sum())
@@ -339,6 +344,34 @@ def _train_epoch(run: _Run, loader: torch.utils.data.DataLoader, source: SplitSo
     if tally.clamped and epoch == 0:
         warn_clamped(tally.clamped, stats.count, config.stream)
     return stats.reduced(device)
+
+
+def step_loss(
+    model: torch.nn.Module, recipe: Recipe, waveforms: torch.Tensor, labels: torch.Tensor, sample_rate: int, use_amp: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward half of a training step: the recipe's mixup, then the model and its loss under autocast.
+
+    `streamgenre bench` times this and `apply_step` as training runs them.
+
+    Returns:
+        ``(loss, logits)``: the scalar loss and the ``(batch, n_classes)`` logits of the mixed batch.
+    """
+    waveforms, partner, share = _mixup(waveforms, recipe.mixup_alpha)  # (batch, time)
+    with _autocast(waveforms.device, use_amp):
+        logits = model(waveforms, sample_rate=sample_rate)
+        loss = _mixed_loss(logits, labels, partner, share, recipe.label_smoothing)
+    return loss, logits
+
+
+def apply_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor, recipe: Recipe, parameters) -> None:
+    """The backward half: scaled backward, the recipe's gradient clipping of `parameters`, one optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if recipe.clip_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, recipe.clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def _mixup(waveforms: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor | None, float]:
@@ -482,7 +515,7 @@ def _restore(run: _Run, path: Path) -> None:
 
 
 # Settings a resumed run may change: they do not alter what the finished run computes.
-_RESUMABLE = {"resume", "workers", "device", "progress", "max_skip_fraction", "shards", "out", "compile"}
+_RESUMABLE = {"resume", "workers", "device", "progress", "max_skip_fraction", "shards", "out", "compile", "time_budget_s"}
 
 
 def _check_same_settings(saved: dict, given: dict) -> None:

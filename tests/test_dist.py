@@ -36,9 +36,31 @@ def test_two_processes_under_torchrun_cover_the_split_once(tmp_path):
     genre_of = write_packed_dir(tmp_path / "packed", ["ambient", "rock"], {"train": 4, "val": 2, "test": 1}, per_shard=4, clip_s=2.0)
     run = tmp_path / "run"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "streamgenre", "train", str(tmp_path / "packed"), "--out", str(run), "--epochs", "1",
-        "--workers", "1", "--device", "cpu", "--offset", "0.5s", "--duration", "1s", "--batch-size", "4", "--quiet",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "streamgenre",
+        "train",
+        str(tmp_path / "packed"),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--offset",
+        "0.5s",
+        "--duration",
+        "1s",
+        "--batch-size",
+        "4",
+        "--quiet",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

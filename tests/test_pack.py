@@ -134,8 +134,12 @@ def test_every_rejected_file_is_listed_with_its_reason(tmp_path, chord_mp3):
 
 def _fma(root: Path) -> tuple[Path, Path, dict[str, bytes]]:
     """A miniature FMA: ``audio/NNN/NNNNNN.mp3`` and a tracks.csv; returns (audio, tracks.csv, bytes by id)."""
-    rows = [(number, genre, split, "small", str(number % 3)) for number, (genre, split) in enumerate(
-        [(genre, split) for genre in ("Folk", "Hip-Hop", "Pop") for split in ("training", "training", "validation", "test")], start=2)]
+    rows = [
+        (number, genre, split, "small", str(number % 3))
+        for number, (genre, split) in enumerate(
+            [(genre, split) for genre in ("Folk", "Hip-Hop", "Pop") for split in ("training", "training", "validation", "test")], start=2
+        )
+    ]
     rows += [(148, "", "training", "small", "9"), (200, "Rock", "training", "medium", "8"), (99134, "Pop", "training", "small", "7")]
     originals = {}
     for number, genre, *_ in rows:

@@ -176,3 +176,17 @@ def test_compile_wraps_the_trained_model_and_checkpoints_keep_plain_weights(pack
     train(tiny_train_config(packed, tmp_path / "run", epochs=1, compile=True))
     assert len(compiled) == 1 and isinstance(compiled[0], GenreClassifier)
     assert all(not key.startswith("_orig_mod") for key in load_checkpoint(tmp_path / "run" / "last.pt")["model"])
+
+
+def test_a_time_budget_stops_after_the_epoch_that_spends_it_and_resume_may_change_it(packed, tmp_path):
+    result = train(tiny_train_config(packed, tmp_path / "run", epochs=3, time_budget_s=1e-3))
+    assert len(result.history) == 1 and result.history[0]["elapsed_s"] >= result.history[0]["seconds"] > 0
+    resumed = train(tiny_train_config(packed, tmp_path / "run", epochs=3, resume=True))  # no budget: runs to the end
+    elapsed = [row["elapsed_s"] for row in resumed.history]
+    assert len(elapsed) == 3 and elapsed == sorted(elapsed)  # the resumed run's wall time goes on counting
+
+
+@pytest.mark.parametrize("budget", [0.0, -1.0, float("inf"), float("nan")])
+def test_a_time_budget_must_be_positive_seconds(packed, tmp_path, budget):
+    with pytest.raises(InputError, match="time budget"):
+        tiny_train_config(packed, tmp_path / "run", time_budget_s=budget)

@@ -127,7 +127,15 @@ def paper_rows(paper: PaperRun | None, clips: int) -> list[StageRow]:
     if paper is None:
         return [StageRow("7", name, 0, 0.0, None, detail="skipped: librosa/Pillow missing") for name in names]
     return [
-        StageRow("7", names[0], clips, paper.prepare_s, clips / paper.prepare_s, clips / paper.prepare_s, f"{paper.disk_bytes / clips / 1e3:,.0f} kB written per clip"),
+        StageRow(
+            "7",
+            names[0],
+            clips,
+            paper.prepare_s,
+            clips / paper.prepare_s,
+            clips / paper.prepare_s,
+            f"{paper.disk_bytes / clips / 1e3:,.0f} kB written per clip",
+        ),
         StageRow("7", names[1], clips, paper.load_s, clips / paper.load_s, clips / paper.load_s, f"{paper.tensor_bytes / clips / MB:.2f} MB of RAM per clip"),
         StageRow("7", names[2], clips, paper.epoch_s, clips / paper.epoch_s, None, "the paper's CNN alone"),
     ]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import sys
 
-from streamgenre.bench.memory import paper_tensors_rss, stream_epoch_rss
+from streamgenre.bench.memory import paper_tensors_rss, predict_rss, stream_epoch_rss
 
-MEASUREMENTS = {"stream_epoch_rss": stream_epoch_rss, "paper_tensors_rss": paper_tensors_rss}
+MEASUREMENTS = {"stream_epoch_rss": stream_epoch_rss, "paper_tensors_rss": paper_tensors_rss, "predict_rss": predict_rss}
 
 
 def main(argv: list[str]) -> None:

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import io
-import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import av
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from streamgenre.audio import Window, decode
 from streamgenre.dist import check_device_name
-from streamgenre.errors import InputError, ShardFormatError
+from streamgenre.errors import DecodeError, InputError, ShardFormatError
+from streamgenre.models import model_spec
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_WINDOW_S
 from streamgenre.progress import progress_bar
-from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SPLITS, is_remote, read_index, shard_urls
+from streamgenre.recipes import DEFAULT_RECIPE, recipe_named
+from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SPLITS, SampleMeta, is_remote, read_index, shard_urls
 from streamgenre.stream import Batch, SplitSource, StreamConfig, read_shards
 from streamgenre.units import Seconds
 
@@ -41,6 +42,12 @@ class BenchConfig:
     `clips` is rounded up to whole shards so every stage sees exactly the clips the loader
     reads. `quick` shrinks everything (a few clips, the first worker count, one timed step):
     every stage still runs, so it is a smoke test of the bench, not a benchmark.
+
+    The train step runs `recipe` (training's default) for every registered model, on batches
+    of `step_batch_size` windows (None: the recipe's batch). `long_file_s` is the length of
+    the one long file `predict` is timed on. `time_to_accuracy` (minutes: opt-in) trains each
+    ``(recipe, model)`` of `accuracy_runs` on the whole packed directory for `budget_s` and
+    records when whole-clip validation accuracy first reaches `target`.
     """
 
     shards: str = DEMO_SHARDS
@@ -56,6 +63,13 @@ class BenchConfig:
     loader_min_clips: int = 512
     rss_scale: int = 4
     progress: bool = True
+    recipe: str = DEFAULT_RECIPE
+    step_batch_size: int | None = None
+    long_file_s: Seconds = 600.0
+    time_to_accuracy: bool = False
+    budget_s: Seconds = 300.0
+    target: float = 0.8
+    accuracy_runs: tuple[tuple[str, str], ...] = (("modern", "resnet"), ("modern", "paper"), ("paper", "paper"))
 
     def __post_init__(self):
         if self.clips < 1:
@@ -68,6 +82,17 @@ class BenchConfig:
         for name in ("batch_size", "timed_steps", "rss_scale"):
             if getattr(self, name) < 1:
                 raise InputError(f"bench {name} must be >= 1, got {getattr(self, name)}")
+        if self.step_batch_size is not None and self.step_batch_size < 1:
+            raise InputError(f"bench step_batch_size must be >= 1, got {self.step_batch_size}")
+        if not self.long_file_s >= self.duration_s:
+            raise InputError(f"bench long_file_s must be at least one window ({self.duration_s} s), got {self.long_file_s}")
+        if not (math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise InputError(f"--budget must be a time > 0, got {self.budget_s} s")
+        if not 0 < self.target <= 1:
+            raise InputError(f"--target must be an accuracy within 0..1 (above 0), got {self.target}")
+        recipe_named(self.recipe)
+        for recipe, model in self.accuracy_runs:
+            recipe_named(recipe), model_spec(model)
 
 
 @dataclass(frozen=True)
@@ -104,6 +129,28 @@ class Target:
 
 
 @dataclass(frozen=True)
+class AccuracyRun:
+    """One time-to-accuracy run: how soon whole-clip validation accuracy reached the target, and how high it got.
+
+    `seconds_to_target` is the run's wall time (validation included) at the end of the first
+    epoch that reached `target` (past the budget if the last epoch did), None if none did; `accuracy` is the best
+    whole-clip validation accuracy of the epochs that ended within the budget (None: not one did).
+    """
+
+    recipe: str
+    model: str
+    budget_s: float
+    target: float
+    epochs: int
+    seconds: float  # wall time at the end of the last epoch run
+    train_windows: int
+    train_seconds: float
+    seconds_to_target: float | None
+    accuracy: float | None
+    final_accuracy: float | None  # of the last epoch run, which may end past the budget
+
+
+@dataclass(frozen=True)
 class Clip:
     """One clip held in memory, with the window offset every stage uses for it."""
 
@@ -111,6 +158,7 @@ class Clip:
     genre: str
     data: bytes
     offset_s: Seconds
+    duration_s: Seconds | None = None  # the clip's length, as its json member records it
 
 
 @dataclass(frozen=True)
@@ -121,10 +169,11 @@ class ClipSet:
     labels: list[str]
     count: int
     size_bytes: int
+    counts: list[int] = field(default_factory=list)  # samples per shard, from index.json
 
     def source(self, scale: int = 1) -> SplitSource:
         """The loader's view of these shards, the list repeated `scale` times."""
-        return SplitSource(self.urls * scale, self.labels, self.count * scale)
+        return SplitSource(self.urls * scale, self.labels, self.count * scale, self.counts * scale)
 
 
 def select_clips(directory: str, clips: int) -> ClipSet:
@@ -137,52 +186,102 @@ def select_clips(directory: str, clips: int) -> ClipSet:
     if not is_remote(directory) and not Path(directory).exists():
         raise InputError(f"{directory} does not exist: run `streamgenre demo` first to make the demo corpus, or pass a packed DIR")
     index = read_index(directory)
-    urls, count, size = [], 0, 0
+    urls, counts, size = [], [], 0
     for split in SPLITS:
         for url, entry in zip(shard_urls(directory, index, split), index.split_shards(split), strict=True):
-            if count >= clips:
+            if sum(counts) >= clips:
                 break
             urls.append(url)
-            count += entry.count
+            counts.append(entry.count)
             size += entry.size_bytes
     if not urls:
         raise ShardFormatError(f"{directory}/index.json lists no shards; re-pack it with `streamgenre pack`")
-    return ClipSet(urls, list(index.labels), count, size)
+    return ClipSet(urls, list(index.labels), sum(counts), size, counts)
 
 
-def load_clips(clip_set: ClipSet, config: BenchConfig) -> list[Clip]:
-    """Read every clip of `clip_set` into memory (untimed; it also warms the page cache for stage 2)."""
+def check_out(out: Path) -> None:
+    """Make the output folder before minutes of measuring, so a bad --out fails at once, in one line.
+
+    Raises:
+        InputError: `out` is a file, or cannot be created or written.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; pass a folder for bench.json, bench.md and bench.png")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exn:
+        raise InputError(f"cannot create --out {out}: {exn.strerror or exn}") from None
+    if not os.access(out, os.W_OK):
+        raise InputError(f"cannot write to --out {out}: permission denied")
+
+
+def load_clips(clip_set: ClipSet, config: BenchConfig, dropped: list[str]) -> list[Clip]:
+    """Read every clip of `clip_set` into memory (untimed; it also warms the page cache for stage 2).
+
+    A sample that cannot be read is left out and noted in `dropped` (see `read_clips`).
+    """
     with stage_bar("reading the clips", clip_set.count, config.progress) as bar:
         clips = []
-        for clip in read_clips(clip_set.urls, config):
+        for clip in read_clips(clip_set, config, dropped):
             clips.append(clip)
             bar.update(1)
     return clips
 
 
-def read_clips(urls: list[str], config: BenchConfig) -> Iterable[Clip]:
-    """The clips of `urls` in order, each with the offset a window decode would use (the last full window if short)."""
-    for sample in read_shards({"url": url} for url in urls):
-        if not isinstance(sample, dict):  # a shard that could not be read
+def read_clips(clip_set: ClipSet, config: BenchConfig, dropped: list[str]) -> Iterable[Clip]:
+    """The clips of the shards in order, each with the offset a window decode would use (the last full window if short).
+
+    A sample without both members or with a garbage json member is left out and noted in `dropped`.
+
+    Raises:
+        ShardFormatError: a shard cannot be read, or holds fewer samples than index.json lists.
+    """
+    expected = dict(zip(clip_set.urls, clip_set.counts, strict=True))
+    for sample in read_shards(({"url": url} for url in clip_set.urls), expected=expected):
+        if not isinstance(sample, dict):  # a shard that could not be read, or ended early
             raise ShardFormatError(sample.message)
-        meta = json.loads(sample[META_MEMBER])
-        last_start = max(0.0, meta.get("duration_s", math.inf) - config.duration_s)
-        yield Clip(sample["__key__"], meta["genre"], sample[AUDIO_MEMBER], min(config.offset_s, last_start))
+        key = sample["__key__"]
+        if META_MEMBER not in sample or AUDIO_MEMBER not in sample:
+            dropped.append(f"{key}: no {META_MEMBER} or {AUDIO_MEMBER} member")
+            continue
+        try:
+            meta = SampleMeta.from_json(sample[META_MEMBER])
+        except ShardFormatError as exn:
+            dropped.append(f"{key}: {exn}")
+            continue
+        clip_s = math.inf if meta.duration_s is None else meta.duration_s
+        last_start = max(0.0, clip_s - config.duration_s)
+        yield Clip(key, meta.genre, sample[AUDIO_MEMBER], min(config.offset_s, last_start), meta.duration_s)
 
 
-def clip_formats(clips: list[Clip]) -> Counter:
-    """How many clips have each ``(sample_rate, channels)``, read from the stream headers."""
+def decodable_clips(clips: list[Clip], config: BenchConfig, dropped: list[str]) -> tuple[list[Clip], Counter]:
+    """The clips whose window decodes, and how many have each ``(sample_rate, channels)``.
+
+    A clip that does not decode would crash the raw-PyAV stages; it is left out and noted in `dropped`.
+
+    Raises:
+        ShardFormatError: not one clip decodes.
+    """
     formats: Counter = Counter()
+    usable = []
     for clip in clips:
-        with av.open(io.BytesIO(clip.data)) as container:
-            context = container.streams.audio[0].codec_context
-            formats[(context.sample_rate, context.channels)] += 1
-    return formats
+        try:
+            audio = decode(clip.data, Window(clip.offset_s, config.duration_s), mono=False)
+            waveform, rate = audio.samples, audio.sample_rate
+        except DecodeError as exn:
+            dropped.append(f"{clip.key}: {exn}")
+            continue
+        formats[(rate, waveform.shape[0])] += 1
+        usable.append(clip)
+    if not usable:
+        raise ShardFormatError(f"none of the {len(clips)} clips of the measured shards decodes: " + "; ".join(dropped[:3]))
+    return usable, formats
 
 
-def most_common_rate(formats: Counter) -> int:
-    (rate, _channels), _count = formats.most_common(1)[0]
-    return rate
+def most_common_format(formats: Counter) -> tuple[int, int]:
+    """The ``(sample_rate, channels)`` most of the clips have."""
+    (rate, channels), _count = formats.most_common(1)[0]
+    return rate, channels
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import av
 import torch
 
 from streamgenre.bench.baseline import PaperRun, missing_paper_extras
-from streamgenre.bench.core import MB, BenchConfig, ClipSet, Comparison, StageRow, Target, stream_config
+from streamgenre.bench.core import MB, AccuracyRun, BenchConfig, ClipSet, Comparison, StageRow, Target, stream_config
 from streamgenre.dist import default_workers
 from streamgenre.paper import FMA_SMALL_CLIPS, PAPER_SAMPLE_RATE
 from streamgenre.plots import plot_bars
@@ -32,6 +32,7 @@ class BenchResult:
     comparisons: list[Comparison]
     targets: list[Target]
     notes: list[str]
+    accuracy_runs: list[AccuracyRun] = field(default_factory=list)  # stage 11, with --time-to-accuracy
     outputs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -68,7 +69,9 @@ def other_targets(frontend: list[StageRow], disk: list[Comparison], memory: list
     stream_growth = _ratio(memory[-1].streaming, memory[0].streaming)
     paper_growth = _ratio(memory[-1].paper, memory[0].paper)
     return [
-        Target("frontend clips/s, 44.1 kHz input (device resampling) / 22.05 kHz input", _ratio(frontend[1].clips_per_s, frontend[0].clips_per_s), "(report)", None),
+        Target(
+            "frontend clips/s, 44.1 kHz input (device resampling) / 22.05 kHz input", _ratio(frontend[1].clips_per_s, frontend[0].clips_per_s), "(report)", None
+        ),
         Target("first epoch: paper pipeline seconds / streaming seconds", sooner, ">= 20", None if sooner is None else sooner >= 20),
         Target("bytes of intermediate files written by streaming", disk[0].streaming, "0", disk[0].streaming == 0),
         Target("streaming peak RSS, 4x / 1x the clips", stream_growth, "<= 1.10", None if stream_growth is None else stream_growth <= 1.1),
@@ -84,8 +87,11 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return None if numerator is None or not denominator else numerator / denominator
 
 
-def format_notes(formats: Counter, clip_set: ClipSet, config: BenchConfig) -> list[str]:
+def format_notes(formats: Counter, clip_set: ClipSet, config: BenchConfig, dropped: list[str]) -> list[str]:
     notes = []
+    if dropped:
+        shown = "; ".join(dropped[:5]) + (f"; and {len(dropped) - 5} more" if len(dropped) > 5 else "")
+        notes.append(f"{len(dropped)} of the {clip_set.count} clips could not be read or decoded and were left out of the per-clip stages: {shown}")
     missing = missing_paper_extras()
     if missing:
         notes.append(f"{' and '.join(missing)} not installed: the paper pipeline (stages 7-9) was skipped; pip install 'streamgenre[bench]'")
@@ -111,6 +117,21 @@ def format_notes(formats: Counter, clip_set: ClipSet, config: BenchConfig) -> li
         "loader rows include each epoch's worker start-up and the training loader's shuffle buffer; the frontend and "
         "train-step rows use synthetic in-memory input, so they time compute alone"
     )
+    notes.append(
+        f"train-step rows run training's own step ({config.recipe} recipe: its optimizer, schedule, mixup, label smoothing and "
+        "clipping; autocast + GradScaler on CUDA only, as `train` does) for every registered model; the contiguous row runs the "
+        "default model's backbone without channels-last, in the same run"
+    )
+    notes.append(
+        "stage 10 runs `predict`'s default plan (the whole file, window after window) with an untrained default model in a fresh "
+        f"interpreter each time, one untimed forward pass first; the long file is the clips' audio end to end, {config.long_file_s:g} s"
+    )
+    if config.time_to_accuracy:
+        notes.append(
+            f"stage 11 trains on the whole packed directory (not only the measured clips) with each recipe's own epochs and batch, "
+            f"stopped after the epoch in which {config.budget_s:g} s ran out; times are the run's wall time, validation and loader "
+            "start-up included, the final test report not; its clips/s column is training windows/s"
+        )
     return notes
 
 
@@ -199,11 +220,43 @@ def format_markdown(result: BenchResult) -> str:
     lines += _table(["", "streaming", "paper"], [[c.name, _amount(c.streaming, c.unit), _amount(c.paper, c.unit)] for c in result.comparisons])
     lines += ["", "## Targets", ""]
     lines += _table(["figure", "measured", "target", "met"], [[t.name, _number(t.value, 2), t.goal, _MET[t.met]] for t in result.targets])
+    if result.accuracy_runs:
+        lines += ["", "## Time to accuracy", ""]
+        lines += _accuracy_table(result.accuracy_runs)
     lines += ["", "## Notes", "", *(f"- {note}" for note in result.notes)]
     return "\n".join(lines) + "\n"
 
 
 _MET = {True: "yes", False: "**no**", None: "-"}
+
+
+def _accuracy_table(runs: list[AccuracyRun]) -> list[str]:
+    """One row per recipe and model: when whole-clip validation accuracy reached the target, and how high it got."""
+    first = runs[0]
+    header = [
+        "recipe",
+        "model",
+        f"s to val acc {first.target:g}",
+        f"best val acc within {first.budget_s:g} s",
+        "last epoch's val acc",
+        "epochs",
+        "s in all",
+        "train windows/s",
+    ]
+    rows = [
+        [
+            run.recipe,
+            run.model,
+            _number(run.seconds_to_target, 0) if run.seconds_to_target is not None else "not reached",
+            _number(run.accuracy, 3),
+            _number(run.final_accuracy, 3),
+            str(run.epochs),
+            _number(run.seconds, 0),
+            _number(run.train_windows / run.train_seconds if run.train_seconds else None),
+        ]
+        for run in runs
+    ]
+    return _table(header, rows)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

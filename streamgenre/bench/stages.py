@@ -1,12 +1,14 @@
-"""Stages 1-6 of `streamgenre bench`: decoding, shard reading, the streaming loader, the frontend and training steps."""
+"""Stages 1-6, 10 and 11 of `streamgenre bench`: decoding, shard reading, the loader, the frontend, training steps,
+inference throughput and time to accuracy (and the packing half of stage 9)."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,10 @@ import av
 import numpy as np
 import torch
 
-from streamgenre.audio import Window, decode
+from streamgenre.audio import Window, decode, decode_blocks
 from streamgenre.bench.core import (
     MB,
+    AccuracyRun,
     BenchConfig,
     Clip,
     ClipSet,
@@ -25,25 +28,29 @@ from streamgenre.bench.core import (
     Target,
     drain,
     noise,
-    optimizer_step,
     read_clips,
     stage_bar,
     stream_config,
     synchronize,
     timed_map,
 )
+from streamgenre.bench.memory import in_subprocess
+from streamgenre.checkpoint import InferenceSpec, make_bundle, save_checkpoint
+from streamgenre.errors import InputError
 from streamgenre.frontend import FrontendConfig, MelFrontend
-from streamgenre.model import GenreClassifier, ModelConfig
+from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig
+from streamgenre.models import model_names
 from streamgenre.pack import PackConfig, pack
-from streamgenre.paper import (
-    PAPER_LR,
-    PAPER_SAMPLE_RATE,
-)
+from streamgenre.paper import PAPER_SAMPLE_RATE
+from streamgenre.recipes import Recipe, learning_rate, recipe_named
+from streamgenre.shards import read_index
 from streamgenre.stream import (
     Batch,
     iterate_epoch,
     make_loader,
 )
+from streamgenre.synth import encode_mp3
+from streamgenre.train import TrainConfig, apply_step, make_optimizer, step_loss, train
 from streamgenre.units import Seconds
 
 
@@ -52,7 +59,7 @@ def read_row(clip_set: ClipSet, config: BenchConfig) -> StageRow:
     with stage_bar("2 shard read", clip_set.count, config.progress) as bar:
         started = time.perf_counter()
         count = 0
-        for _ in read_clips(clip_set.urls, config):
+        for _ in read_clips(clip_set, config, []):  # load_clips already noted what it drops
             count += 1
             bar.update(1)
         seconds = time.perf_counter() - started
@@ -123,7 +130,9 @@ def loader_rows(clip_set: ClipSet, config: BenchConfig, ceiling: StageRow) -> tu
             targets.append(Target(f"loader resample={resample}, {workers} worker(s): clips/s per worker / ceiling", ratio, ">= 0.90", ratio >= 0.9))
             per_core[resample] = row.per_core
         speedup = per_core["device"] / per_core["cpu"]
-        targets.append(Target(f"loader resample=device / resample=cpu, clips/s per core, {workers} worker(s)", speedup, ">= 1.8 (44.1 kHz stereo)", speedup >= 1.8))
+        targets.append(
+            Target(f"loader resample=device / resample=cpu, clips/s per core, {workers} worker(s)", speedup, ">= 1.8 (44.1 kHz stereo)", speedup >= 1.8)
+        )
     return rows, targets
 
 
@@ -150,35 +159,96 @@ def frontend_rows(device: torch.device, config: BenchConfig) -> list[StageRow]:
         with torch.inference_mode():
             _, seconds = timed_map(partial(frontend, sample_rate=rate), batches, f"5 frontend {rate} Hz", config.progress, device, config.batch_size)
         clips = config.batch_size * config.timed_steps
-        rows.append(StageRow("5", f"frontend (mel + dB + resize), {name}", clips, seconds, clips / seconds, None, f"on {device.type}, batch {config.batch_size}"))
+        rows.append(
+            StageRow("5", f"frontend (mel + dB + resize), {name}", clips, seconds, clips / seconds, None, f"on {device.type}, batch {config.batch_size}")
+        )
     return rows
 
 
-def training_rows(clip_set: ClipSet, config: BenchConfig, device: torch.device, native_rate: int) -> tuple[StageRow, StageRow]:
-    """Stage 6: steps on a synthetic in-memory batch (compute alone), then an epoch fed by the loader."""
-    model = GenreClassifier(ModelConfig(n_classes=max(2, len(clip_set.labels)))).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=PAPER_LR)
-    waveform = noise(config.batch_size, round(config.duration_s * native_rate), device)  # (batch, time)
-    labels = torch.arange(config.batch_size, device=device) % model.config.n_classes
-    batches = [(waveform, labels, native_rate)] * config.timed_steps
-    _, seconds = timed_map(partial(_waveform_step, model, optimizer), batches, "6 train step", config.progress, device, config.batch_size)
-    clips = config.batch_size * config.timed_steps
-    step_row = StageRow("6", "train step (forward + backward + Adam), in-memory batch", clips, seconds, clips / seconds, None, f"on {device.type}, {native_rate} Hz input")
+def training_rows(clip_set: ClipSet, config: BenchConfig, device: torch.device, native_rate: int) -> tuple[list[StageRow], StageRow, list[Target]]:
+    """Stage 6: training's own step on a synthetic in-memory batch (compute alone) for every registered model,
+    the paper CNN again in contiguous memory format, then an epoch of the default model fed by the loader.
+
+    The step is `train.step_loss` + `train.apply_step` with the recipe's optimizer, learning-rate
+    schedule, mixup, label smoothing and clipping, under autocast + GradScaler where training
+    turns them on (CUDA); `--quick` shrinks only the batch.
+    """
+    recipe = recipe_named(config.recipe)
+    n_classes = max(2, len(clip_set.labels))
+    steppers = {name: _Stepper.build(name, recipe, n_classes, device) for name in model_names()}
+    rows = {name: _step_row(stepper, f"train step, {name} model", config, device, native_rate) for name, stepper in steppers.items()}
+    contiguous = _Stepper.build(DEFAULT_MODEL, recipe, n_classes, device, contiguous=True)
+    rows["contiguous"] = _step_row(contiguous, f"train step, {DEFAULT_MODEL} model, contiguous memory format", config, device, native_rate)
+    ratio = rows[DEFAULT_MODEL].clips_per_s / rows["contiguous"].clips_per_s
+    target = Target(f"train step windows/s, {DEFAULT_MODEL} model: channels-last / contiguous", ratio, ">= 1.3", ratio >= 1.3)
+    stepper = steppers[DEFAULT_MODEL]
     loader = make_loader(clip_set.source(), stream_config(config, "device"), max(config.workers), split_nodes=False)
-    run = drain(iterate_epoch(loader, 0), clip_set.count, "6 epoch", config.progress, partial(_loader_step, model, optimizer, device))
+    run = drain(iterate_epoch(loader, 0), clip_set.count, "6 epoch", config.progress, partial(_loader_step, stepper, device))
     synchronize(device)  # the last step's clock read is late by at most one step
-    name = f"epoch end to end (loader x{loader.num_workers} + steps)"
+    name = f"epoch end to end (loader x{loader.num_workers} + {DEFAULT_MODEL} model steps)"
     epoch_row = StageRow("6", name, run.clips, run.seconds, run.clips / run.seconds, None, f"resample=device; first batch after {run.first_batch_s:.2f} s")
-    return step_row, epoch_row
+    return list(rows.values()), epoch_row, [target]
 
 
-def _waveform_step(model: GenreClassifier, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor, int]) -> None:
-    waveform, labels, sample_rate = batch  # (batch, time), (batch,), Hz
-    optimizer_step(optimizer, model(waveform, sample_rate=sample_rate), labels)
+class _Contiguous(torch.nn.Module):
+    """A backbone run in the default (contiguous) memory format, to measure what channels-last gains."""
+
+    def __init__(self, backbone: torch.nn.Module):
+        super().__init__()
+        self.backbone = backbone.to(memory_format=torch.contiguous_format)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.backbone(image.contiguous())  # (B, C, H, W), NCHW strides
 
 
-def _loader_step(model: GenreClassifier, optimizer: torch.optim.Optimizer, device: torch.device, batch: Batch) -> None:
-    _waveform_step(model, optimizer, (batch.waveforms.to(device), batch.labels.to(device), batch.sample_rate))
+@dataclass
+class _Stepper:
+    """One model training as `train` trains it: the recipe's optimizer and schedule, its step, AMP where training uses it."""
+
+    model: GenreClassifier
+    recipe: Recipe
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    step: int = 0
+
+    @classmethod
+    def build(cls, model_name: str, recipe: Recipe, n_classes: int, device: torch.device, contiguous: bool = False) -> _Stepper:
+        model = GenreClassifier(ModelConfig(n_classes, model_name, augment=recipe.augment)).to(device).train()
+        if contiguous:
+            model.cnn = _Contiguous(model.cnn)
+        use_amp = device.type == "cuda"  # `train`'s default: on for CUDA, off on the CPU
+        return cls(model, recipe, make_optimizer(model, recipe), torch.amp.GradScaler(device.type, enabled=use_amp), use_amp)
+
+    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor, int]) -> None:
+        waveforms, labels, sample_rate = batch  # (batch, time), (batch,), Hz
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.recipe, self.step, _SCHEDULE_STEPS)
+        loss, _logits = step_loss(self.model, self.recipe, waveforms, labels, sample_rate, self.use_amp)
+        apply_step(self.optimizer, self.scaler, loss, self.recipe, self.model.parameters())
+        loss.item()  # training reads the loss every step: a device sync on CUDA
+        self.step += 1
+
+
+_SCHEDULE_STEPS = 1000  # the length of the schedule the bench's steps walk along (the rate does not change the cost)
+
+
+def _step_row(stepper: _Stepper, name: str, config: BenchConfig, device: torch.device, native_rate: int) -> StageRow:
+    batch_size = config.step_batch_size or stepper.recipe.batch_size
+    waveform = noise(batch_size, round(config.duration_s * native_rate), device)  # (batch, time)
+    labels = torch.arange(batch_size, device=device) % stepper.model.config.n_classes
+    batches = [(waveform, labels, native_rate)] * config.timed_steps
+    _, seconds = timed_map(stepper, batches, f"6 {name}", config.progress, device, batch_size)
+    windows = batch_size * config.timed_steps
+    recipe = stepper.recipe
+    what = f"{recipe.name} recipe: {recipe.optimizer}, mixup {recipe.mixup_alpha:g}, label smoothing {recipe.label_smoothing:g}"
+    amp = "autocast + GradScaler" if stepper.use_amp else "no autocast (as train on the CPU)"
+    detail = f"{what}; {amp}; on {device.type}, batch {batch_size}, {native_rate} Hz input"
+    return StageRow("6", f"{name} (in-memory batch)", windows, seconds, windows / seconds, None, detail)
+
+
+def _loader_step(stepper: _Stepper, device: torch.device, batch: Batch) -> None:
+    stepper((batch.waveforms.to(device), batch.labels.to(device), batch.sample_rate))
 
 
 def time_packing(clips: list[Clip], scratch: Path, config: BenchConfig) -> float:
@@ -190,3 +260,129 @@ def time_packing(clips: list[Clip], scratch: Path, config: BenchConfig) -> float
     started = time.perf_counter()
     pack(PackConfig(source=folder, out=scratch / "packed", workers=max(1, *config.workers)), progress=config.progress)
     return time.perf_counter() - started
+
+
+# -- stage 10: inference throughput ----------------------------------------------------------------
+def predict_rows(
+    clips: list[Clip], labels: list[str], native_rate: int, channels: int, config: BenchConfig, device: torch.device, scratch: Path
+) -> list[StageRow]:
+    """Stage 10: `predict` with its default plan (the whole file, window after window) on the clips as files,
+    then on one `long_file_s` file made of the clips' audio end to end; each in a fresh interpreter, with its peak RSS.
+
+    The model is the default one, untrained: its weights do not change the cost.
+    """
+    folder = scratch / "predict"
+    folder.mkdir()
+    checkpoint = folder / "model.pt"
+    model = GenreClassifier(ModelConfig(max(2, len(labels)), DEFAULT_MODEL))
+    save_checkpoint(checkpoint, make_bundle(model, InferenceSpec(list(labels), config.duration_s, PAPER_SAMPLE_RATE, "device", None)))
+    paths = []
+    for clip in clips:
+        paths.append(folder / f"{clip.key}.mp3")
+        paths[-1].write_bytes(clip.data)
+    long_file = folder / "long.mp3"
+    long_file.write_bytes(_long_file(clips, native_rate, channels, config.long_file_s))
+    known = all(clip.duration_s for clip in clips)
+    clip_name = f"{np.mean([clip.duration_s for clip in clips]):.0f}-s clips" if known else "clips"
+    rows = []
+    with stage_bar("10 predict (subprocesses)", len(clips) + 1, config.progress) as bar:
+        for name, files in ((f"predict, {len(paths)} {clip_name} as files", paths), (f"predict, one {_length(config.long_file_s)} file", [long_file])):
+            run = in_subprocess("predict_rss", {"checkpoint": str(checkpoint), "paths": [str(path) for path in files], "device": str(device)})
+            bar.update(len(files))
+            audio_s = sum(clip.duration_s or 0 for clip in clips) if files is paths else config.long_file_s
+            realtime = f", {audio_s / run['seconds']:,.0f}x real time" if audio_s else ""
+            detail = (
+                f"files/s; {run['windows'] / run['seconds']:,.1f} windows/s{realtime}; "
+                f"peak RSS {run['peak_bytes'] / MB:,.0f} MB; {DEFAULT_MODEL} model on {device.type}"
+            )
+            rows.append(StageRow("10", name, run["files"], run["seconds"], run["files"] / run["seconds"], None, detail))
+    return rows
+
+
+def _length(seconds: Seconds) -> str:
+    """``600`` -> ``10-min``, ``20`` -> ``20-s``."""
+    return f"{seconds / 60:g}-min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g}-s"
+
+
+def _long_file(clips: list[Clip], rate: int, channels: int, length_s: Seconds) -> bytes:
+    """MP3 bytes of `length_s` of the clips' decoded audio end to end (repeated as needed), at `rate`."""
+    wanted, pieces, count = round(length_s * rate), [], 0
+    for clip in itertools.cycle(clips):
+        _, blocks = decode_blocks(clip.data, rate)
+        for block in blocks:
+            pieces.append(block[: wanted - count])
+            count += len(pieces[-1])
+            if count >= wanted:
+                return encode_mp3(np.concatenate(pieces), rate, channels=channels)
+    raise AssertionError("unreachable: itertools.cycle never ends")
+
+
+# -- stage 11: time to accuracy ------------------------------------------------------------------
+def accuracy_rows(config: BenchConfig, scratch: Path) -> tuple[list[StageRow], list[AccuracyRun]]:
+    """Stage 11 (``--time-to-accuracy``): `train` each ``(recipe, model)`` on the whole packed directory for the budget.
+
+    Each run is `train` as the CLI runs it, stopped after the epoch in which `budget_s` ran
+    out; its history's `elapsed_s` (validation included) says when whole-clip validation
+    accuracy first reached `target`.
+
+    Raises:
+        InputError: the packed directory has no val split to measure accuracy on.
+    """
+    check_accuracy_input(config)
+    rows, runs = [], []
+    for recipe_name, model in config.accuracy_runs:
+        settings = TrainConfig(
+            shards=config.shards,
+            out=scratch / f"accuracy-{recipe_name}-{model}",
+            recipe=recipe_named(recipe_name),
+            model=model,
+            duration_s=config.duration_s,
+            workers=max(config.workers),
+            device=config.device,
+            progress=config.progress,
+            time_budget_s=config.budget_s,
+        )
+        run = accuracy_run(train(settings).history, recipe_name, model, config.budget_s, config.target)
+        runs.append(run)
+        rows.append(_accuracy_row(run))
+    return rows, runs
+
+
+def check_accuracy_input(config: BenchConfig) -> None:
+    """Before minutes of measuring: stage 11 needs a val split to measure accuracy on.
+
+    Raises:
+        InputError: the packed directory has no val shards.
+    """
+    if not read_index(config.shards).split_shards("val"):
+        raise InputError(f"--time-to-accuracy measures whole-clip validation accuracy, but {config.shards} has no val shards; re-pack it with a val split")
+
+
+def accuracy_run(history: list[dict], recipe: str, model: str, budget_s: Seconds, target: float) -> AccuracyRun:
+    """Time to `target` and the best accuracy within `budget_s`, from a `train` history (rows need `elapsed_s`)."""
+    within = [row["val_accuracy"] for row in history if row["elapsed_s"] <= budget_s and "val_accuracy" in row]
+    reached = next((row["elapsed_s"] for row in history if row.get("val_accuracy", -1.0) >= target), None)
+    last = history[-1] if history else {}
+    return AccuracyRun(
+        recipe=recipe,
+        model=model,
+        budget_s=budget_s,
+        target=target,
+        epochs=len(history),
+        seconds=last.get("elapsed_s", 0.0),
+        train_windows=sum(row["train_windows"] for row in history),
+        train_seconds=sum(row["seconds"] for row in history),
+        seconds_to_target=reached,
+        accuracy=max(within) if within else None,
+        final_accuracy=last.get("val_accuracy"),
+    )
+
+
+def _accuracy_row(run: AccuracyRun) -> StageRow:
+    reached = (
+        f"val accuracy {run.target:g} after {run.seconds_to_target:,.0f} s" if run.seconds_to_target is not None else f"val accuracy {run.target:g} not reached"
+    )
+    best = "no epoch ended within the budget" if run.accuracy is None else f"best {run.accuracy:.3f} within the {run.budget_s:g}-s budget"
+    detail = f"training windows/s; {reached}; {best}; {run.epochs} epoch(s) in {run.seconds:,.0f} s"
+    rate = run.train_windows / run.train_seconds if run.train_seconds else None
+    return StageRow("11", f"time to accuracy: {run.recipe} recipe, {run.model} model", run.train_windows, run.seconds, rate, None, detail)

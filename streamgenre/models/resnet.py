@@ -30,9 +30,7 @@ class ResidualBlock(nn.Module):
             nn.BatchNorm2d(out_channels),
         )
         self.shortcut = (
-            nn.Identity()
-            if in_channels == out_channels
-            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+            nn.Identity() if in_channels == out_channels else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
         )
         self.pool = nn.MaxPool2d(2, ceil_mode=True)  # ceil: a short window still keeps one column
 
