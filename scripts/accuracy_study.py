@@ -53,20 +53,25 @@ def run_seed(source: Path, work: Path, seed: int, configs: list[str], overrides:
 
 
 def windows_sweep(work: Path, counts: tuple[int, ...] = (1, 3, 5, 10, 20)) -> str:
-    """Whole-clip test accuracy of every finished run heard with 1, 3, ... windows per clip (mean over seeds)."""
+    """Test accuracy of every finished run's best.pt heard with 1, 3, ... windows per clip, and of last.pt with 10.
+
+    Mean and spread over seeds; last.pt shows what choosing best.pt on 13 validation clips costs or gains.
+    """
     from streamgenre.evaluate import EvaluateConfig, evaluate_run
 
-    by_config: dict[str, dict[int, list[float]]] = {}
+    by_config: dict[str, dict[str, list[float]]] = {}
     for name in CONFIGS:
         for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-seed*")):
             if not (run / "report.json").exists():
                 continue
-            for count in counts:
-                config = EvaluateConfig(run=run, windows=count, out=run / "windows", progress=False)
-                by_config.setdefault(name, {}).setdefault(count, []).append(evaluate_run(config).summary["accuracy"])
-    lines = ["| configuration | " + " | ".join(f"{count} window{'s' if count > 1 else ''}" for count in counts) + " |", "|---|" + "---|" * len(counts)]
+            plans = [(f"{count}", "best.pt", count) for count in counts] + [("last.pt, 10", "last.pt", 10)]
+            for column, checkpoint, count in plans:
+                config = EvaluateConfig(run=run / checkpoint, windows=count, out=run / "windows" / checkpoint, progress=False)
+                by_config.setdefault(name, {}).setdefault(column, []).append(evaluate_run(config).summary["accuracy"])
+    columns = [f"{count}" for count in counts] + ["last.pt, 10"]
+    lines = ["| configuration | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, accuracies in by_config.items():
-        lines.append(f"| {name} | " + " | ".join(_spread(accuracies[count]) for count in counts) + " |")
+        lines.append(f"| {name} | " + " | ".join(_spread(accuracies[column]) for column in columns) + " |")
     return "\n".join(lines)
 
 
