@@ -365,7 +365,7 @@ def models() -> None:
         facts = describe_model(ModelConfig(n_classes=8, name=name))
         typer.echo(f"{name:<10}{facts.parameters:>12,}{facts.backbone_gflops:>15.2f}  {model_spec(name).summary}")
     frontend = describe_model(ModelConfig(n_classes=8)).frontend_gflops
-    typer.echo(f"parameters for 8 genres; GFLOPs of the model per 3-s window, plus {frontend:.2f} in the mel frontend they share")
+    typer.echo(f"parameters for 8 genres; GFLOPs of the model per 3-s window, plus {frontend:.2f} of mel filtering (and an FFT) in the frontend they share")
 
 
 def _default_run_dir() -> Path:

@@ -3,7 +3,7 @@
 Five Conv(3x3, no padding) -> BatchNorm -> ReLU -> MaxPool(2) blocks with 8/16/32/64/128
 channels turn the 3x288x432 mel image into 128 maps of 7x11, flattened to 9856 features, then
 dropout and one Linear layer. 177,736 parameters for 8 genres (148,165 for 5); 0.29 GFLOPs per
-window, plus 1.13 GFLOPs in the mel frontend that every model shares.
+window (the shared mel frontend adds an FFT and 0.03 GFLOPs of mel filtering).
 """
 
 from __future__ import annotations
