@@ -4,6 +4,11 @@ Anything else escaping a command is a bug: the CLI prints it as one line too, wi
 rerun with ``streamgenre --debug`` for the traceback.
 """
 
+from collections.abc import Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class StreamgenreError(Exception):
     """Base class for every error the user can cause or fix."""
@@ -27,3 +32,10 @@ class ShardFormatError(StreamgenreError):
 
 class CheckpointError(StreamgenreError):
     """A checkpoint that is missing, unreadable or from an incompatible version."""
+
+
+def look_up(option: str, name: str, known: Mapping[str, T]) -> T:
+    """`known[name]`, or an `InputError` that names the option and every known name."""
+    if name not in known:
+        raise InputError(f"{option} {name!r} is not known; known: {', '.join(known)}")
+    return known[name]

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from streamgenre.augment import AugmentConfig
-from streamgenre.errors import InputError
+from streamgenre.errors import InputError, look_up
 from streamgenre.frontend import config_from_dict
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LR
 
@@ -128,6 +128,4 @@ def recipe_named(name: str) -> Recipe:
     Raises:
         InputError: no recipe of that name.
     """
-    if name not in RECIPES:
-        raise InputError(f"--recipe {name!r} is not a known recipe; known: {', '.join(RECIPES)}")
-    return RECIPES[name]
+    return look_up("--recipe", name, RECIPES)

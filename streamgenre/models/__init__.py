@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from streamgenre.errors import InputError
+from streamgenre.errors import look_up
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,7 @@ def model_spec(name: str) -> ModelSpec:
     Raises:
         InputError: no model of that name.
     """
-    if name not in _REGISTRY:
-        raise InputError(f"--model {name!r} is not a known model; known: {', '.join(model_names())}")
-    return _REGISTRY[name]
+    return look_up("--model", name, _REGISTRY)
 
 
 def model_names() -> list[str]:
