@@ -44,6 +44,7 @@ from streamgenre.dist import (
 )
 from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import Predictions, predict_clips, summarise, write_report
+from streamgenre.frontend import config_from_dict
 from streamgenre.lock import run_lock
 from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig
 from streamgenre.paper import PAPER_SAMPLE_RATE, PAPER_WINDOW_S
@@ -132,6 +133,12 @@ class TrainConfig:
         data["out"] = str(self.out)
         data["shards"] = self.shards if is_remote(self.shards) else str(Path(self.shards).resolve())
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Rebuild from `to_dict` output (a checkpoint's ``train_config``); unknown keys raise `InputError`."""
+        genres = tuple(data["genres"]) if data.get("genres") else None
+        return config_from_dict(cls, {**data, "out": Path(data["out"]), "recipe": Recipe.from_dict(data["recipe"]), "genres": genres})
 
 
 @dataclass

@@ -110,3 +110,29 @@ def test_negative_workers_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--workers", "-1", "--quiet"])
     assert result.exit_code == 2 and result.output.startswith("error:") and "--workers must be >= 0" in result.output
     assert result.output.count("\n") == 1
+
+
+def test_resume_takes_the_runs_own_settings_and_checks_only_the_options_given(tmp_path):
+    from tests.conftest import write_packed_dir
+
+    write_packed_dir(tmp_path / "packed", ["ambient", "rock"], {"train": 1}, per_shard=4, clip_s=3.0)
+    first = [
+        "train",
+        str(tmp_path / "packed"),
+        "--out",
+        str(tmp_path / "run"),
+        "--model",
+        "resnet",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--quiet",
+    ]
+    assert CliRunner().invoke(app, first).exit_code == 0
+    again = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--resume", "--workers", "0", "--quiet"])
+    assert again.exit_code == 0, again.output  # model resnet, 1 epoch, batch 4 come from the run itself
+    changed = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--resume", "--lr", "0.1", "--workers", "0"])
+    assert changed.exit_code == 2 and "recipe.lr 0.002 -> 0.1" in changed.output and "model" not in changed.output

@@ -39,7 +39,7 @@ ALLOWED = {
     "predict": {"audio", "checkpoint", "windows"},
     "tag": {"checkpoint", "predict", "windows"},
     "export": {"audio", "checkpoint", "synth", "windows"},
-    "train": {"checkpoint", "dist", "evaluate", "lock", "model", "paper", "plots", "progress", "recipes", "shards", "stream", "windows"},
+    "train": {"checkpoint", "dist", "evaluate", "frontend", "lock", "model", "paper", "plots", "progress", "recipes", "shards", "stream", "windows"},
     "bench": {
         "audio",
         "checkpoint",
