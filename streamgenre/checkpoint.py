@@ -26,7 +26,9 @@ CHECKPOINT_FORMAT = 2  # 2: an "spec" entry; 1 (read only): the loader's config 
 LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"
 # Format-1 checkpoints kept numpy's RNG state; these rebuild its array and nothing else.
-_LEGACY_SAFE_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+# numpy 2 moved numpy.core to numpy._core (numpy 1.x, which pyproject allows, has only the former).
+_MULTIARRAY = (np._core if hasattr(np, "_core") else np.core).multiarray
+_LEGACY_SAFE_GLOBALS = [_MULTIARRAY._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 @dataclass(frozen=True)

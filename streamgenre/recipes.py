@@ -17,6 +17,7 @@ from streamgenre.augment import AugmentConfig
 from streamgenre.errors import InputError, look_up
 from streamgenre.frontend import config_from_dict
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LR
+from streamgenre.windows import check_windows_per_clip
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -64,10 +65,7 @@ class Recipe:
             raise InputError("--warmup-fraction and --label-smoothing must be below 1")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise InputError(f"--clip-grad-norm must be > 0, got {self.clip_grad_norm}")
-        if self.windows_per_clip < 1:
-            raise InputError(f"--windows-per-clip must be >= 1, got {self.windows_per_clip}")
-        if self.windows_per_clip > 1 and self.offset_s is not None:
-            raise InputError(f"--windows-per-clip {self.windows_per_clip} needs --offset random (a fixed offset is one window)")
+        check_windows_per_clip(self.windows_per_clip, self.offset_s)
         if self.val_windows < 1:
             raise InputError(f"--val-windows must be >= 1, got {self.val_windows}")
 

@@ -25,7 +25,7 @@ from streamgenre.errors import DecodeError, InputError, ShardFormatError
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
 from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SampleMeta, ShardIndex, read_index, shard_urls
 from streamgenre.units import Seconds
-from streamgenre.windows import random_offsets, slice_windows
+from streamgenre.windows import check_windows_per_clip, random_offsets, slice_windows
 
 log = logging.getLogger(__name__)
 # A fixed window may overrun a clip's measured end by this much (decoder rounding) unnoticed.
@@ -55,10 +55,7 @@ class StreamConfig:
     window_buffer: int = 128  # decoded windows held for shuffling in each loader worker
 
     def __post_init__(self):
-        if self.windows_per_clip < 1:
-            raise InputError(f"--windows-per-clip must be >= 1, got {self.windows_per_clip}")
-        if self.windows_per_clip > 1 and self.offset_s is not None:
-            raise InputError(f"--windows-per-clip {self.windows_per_clip} needs --offset random (a fixed offset gives one window)")
+        check_windows_per_clip(self.windows_per_clip, self.offset_s)
         if self.duration_s <= 0:
             raise InputError(f"--duration must be > 0 seconds, got {self.duration_s}")
         if self.batch_size < 1:

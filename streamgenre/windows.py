@@ -23,6 +23,18 @@ MIN_HOP_S = 0.1
 VOTES = ("mean", "majority")
 
 
+def check_windows_per_clip(count: int, offset_s: Seconds | None) -> None:
+    """How many training windows a clip may give: at least one, and more only at random offsets.
+
+    Raises:
+        InputError: `count` < 1, or > 1 with a fixed offset (which is one window).
+    """
+    if count < 1:
+        raise InputError(f"--windows-per-clip must be >= 1, got {count}")
+    if count > 1 and offset_s is not None:
+        raise InputError(f"--windows-per-clip {count} needs --offset random (a fixed offset gives one window)")
+
+
 def random_offsets(key: str, seed: int, epoch: int, count: int, clip_s: Seconds, window_s: Seconds) -> list[Seconds]:
     """`count` window starts for clip `key` in `epoch`: one uniform draw in each of `count` equal strata.
 

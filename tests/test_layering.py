@@ -26,7 +26,7 @@ ALLOWED = {
     "progress": set(),
     "augment": {"frontend"},
     "models": {"models"},
-    "recipes": {"augment", "frontend", "paper"},
+    "recipes": {"augment", "frontend", "paper", "windows"},
     "dist": set(),
     "plots": set(),
     "sources": set(),
