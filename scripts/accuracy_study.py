@@ -1,16 +1,21 @@
-"""Accuracy study: the classic baseline beside each recipe and model, over several pack seeds.
+"""Accuracy study: the classic baseline beside each recipe and model, over several splits.
 
-For each seed, packs the clips with `pack --seed SEED` (a new track-grouped split), runs the
-MFCC baseline (scripts/baseline_features.py) and trains each configuration, then prints a
-table of whole-clip and single-window test accuracy, macro-F1 and training minutes (mean and
-standard deviation over seeds). Finished runs are reused, so an interrupted study continues.
+Splits are either pack seeds (`--seeds`: `pack --seed SEED` draws a new track-grouped
+train/val/test split) or grouped K-fold cross-validation (`--folds K`, a manifest with an
+`artist` column: fold k is the test split, about an eighth of the rest, grouped, validates).
+For each split it runs the MFCC baseline (scripts/baseline_features.py) and trains each
+configuration, then prints a table of whole-clip and single-window test accuracy, macro-F1
+and training minutes (mean and standard deviation over splits). Finished runs are reused, so
+an interrupted study continues.
 
     python scripts/accuracy_study.py ../shared/data/manifest.csv --work study --seeds 0 1 2 3 4
+    python scripts/accuracy_study.py ../shared/soundtracks/manifest.csv --work study-st --folds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import statistics
@@ -28,6 +33,8 @@ CONFIGS = {
     "modern recipe + resnet": ("modern", "resnet", {}),
     "modern recipe + paper CNN": ("modern", "paper", {}),
     "paper recipe + paper CNN": ("paper", "paper", {}),
+    "probe recipe + musicnn": ("probe", "musicnn", {}),
+    "finetune recipe + musicnn": ("finetune", "musicnn", {}),
 }
 
 
@@ -36,10 +43,45 @@ def run_seed(source: Path, work: Path, seed: int, configs: list[str], overrides:
     shards = work / f"shards-seed{seed}"
     if not (shards / "index.json").exists():
         pack(PackConfig(source=source, out=shards, seed=seed), progress=False)
-    rows = [_baseline_row(shards, work / f"baseline-seed{seed}.json", seed)]
+    return run_split(shards, work, f"seed{seed}", seed, configs, overrides)
+
+
+def run_fold(manifest: Path, work: Path, fold: int, folds: int, configs: list[str], overrides: dict) -> list[dict]:
+    """Pack fold `fold` of a grouped `folds`-fold split of `manifest`, then score as `run_seed` does."""
+    shards = work / f"shards-fold{fold}"
+    if not (shards / "index.json").exists():
+        pack(PackConfig(source=write_fold_manifest(manifest, work, fold, folds), out=shards), progress=False)
+    return run_split(shards, work, f"fold{fold}", fold, configs, overrides)
+
+
+def write_fold_manifest(manifest: Path, work: Path, fold: int, folds: int) -> Path:
+    """A copy of `manifest` with absolute paths and a `split` column: fold `fold` tests, a grouped eighth of the rest validates."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    genres, artists = np.array([row["genre"] for row in rows]), np.array([row["artist"] for row in rows])
+    _, test = list(StratifiedGroupKFold(folds, shuffle=True, random_state=0).split(genres, genres, artists))[fold]
+    rest = np.setdiff1d(np.arange(len(rows)), test)
+    _, val = next(StratifiedGroupKFold(8, shuffle=True, random_state=fold).split(rest, genres[rest], artists[rest]))
+    split = np.full(len(rows), "train", dtype=object)
+    split[test], split[rest[val]] = "test", "val"
+    out = work / f"manifest-fold{fold}.csv"
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "genre", "artist", "split"])
+        writer.writeheader()
+        for row, part in zip(rows, split):
+            writer.writerow({"path": str((manifest.parent / row["path"]).resolve()), "genre": row["genre"], "artist": row["artist"], "split": part})
+    return out
+
+
+def run_split(shards: Path, work: Path, tag: str, seed: int, configs: list[str], overrides: dict) -> list[dict]:
+    """Score the baseline and every configuration on the packed split `shards`; returns result rows."""
+    rows = _baseline_rows(shards, work / f"baseline-{tag}.json", seed)
     for name in configs:
         recipe_name, model, changes = CONFIGS[name]
-        run = work / f"{name.replace(' ', '_').replace('+', 'and')}-seed{seed}"
+        run = work / f"{name.replace(' ', '_').replace('+', 'and')}-{tag}"
         if not (run / "report.json").exists():
             recipe = recipe_named(recipe_name).with_options(**changes, **overrides.get(recipe_name, {}))
             started = time.perf_counter()
@@ -61,7 +103,7 @@ def windows_sweep(work: Path, counts: tuple[int, ...] = (1, 3, 5, 10, 20)) -> st
 
     by_config: dict[str, dict[str, list[float]]] = {}
     for name in CONFIGS:
-        for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-seed*")):
+        for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-*")):
             if not (run / "report.json").exists():
                 continue
             plans = [(f"{count}", "best.pt", count) for count in counts] + [("last.pt, 10", "last.pt", 10)]
@@ -84,7 +126,7 @@ def plot_learning_curves(work: Path, rows: list[dict], path: Path) -> None:
     for name in CONFIGS:
         curves = [
             [row["val_accuracy"] for row in json.loads((run / "history.json").read_text())]
-            for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-seed*"))
+            for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-*"))
             if (run / "report.json").exists()
         ]
         if not curves:
@@ -107,19 +149,22 @@ def plot_learning_curves(work: Path, rows: list[dict], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
-def _baseline_row(shards: Path, path: Path, seed: int) -> dict:
+def _baseline_rows(shards: Path, path: Path, seed: int) -> list[dict]:
     if not path.exists():
         path.write_text(json.dumps(run_baseline(str(shards))))
     result = json.loads(path.read_text())
-    best = "logreg"
-    return {
-        "config": "classic baseline (MFCC stats + logistic regression)",
-        "seed": seed,
-        "accuracy": result["whole_clip"][best]["accuracy"],
-        "window_accuracy": result["single_window"][best]["accuracy"],
-        "macro_f1": result["whole_clip"][best]["macro_f1"],
-        "minutes": None,
-    }
+    names = {"logreg": "classic baseline (MFCC stats + logistic regression)", "svm": "classic baseline, RBF SVM"}
+    return [
+        {
+            "config": name,
+            "seed": seed,
+            "accuracy": result["whole_clip"][model]["accuracy"],
+            "window_accuracy": result["single_window"][model]["accuracy"],
+            "macro_f1": result["whole_clip"][model]["macro_f1"],
+            "minutes": None,
+        }
+        for model, name in names.items()
+    ]
 
 
 def table(rows: list[dict]) -> str:
@@ -148,6 +193,7 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="what `streamgenre pack` takes: a manifest, a folder per genre, ...")
     parser.add_argument("--work", type=Path, default=Path("study"), help="folder for shards, runs and results")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--folds", type=int, help="grouped K-fold cross-validation of a manifest instead of pack seeds")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--modern-epochs", type=int, help="override the modern recipe's epochs")
     parser.add_argument("--windows-sweep", action="store_true", help="only score the finished runs with 1-20 windows per clip")
@@ -161,8 +207,11 @@ def main() -> None:
         return
     overrides = {"modern": {"epochs": args.modern_epochs}} if args.modern_epochs else {}
     rows = []
-    for seed in args.seeds:
-        rows += run_seed(args.source, args.work, seed, args.configs, overrides)
+    for split in range(args.folds) if args.folds else args.seeds:
+        if args.folds:
+            rows += run_fold(args.source, args.work, split, args.folds, args.configs, overrides)
+        else:
+            rows += run_seed(args.source, args.work, split, args.configs, overrides)
         (args.work / "results.json").write_text(json.dumps(rows, indent=2))
         print(table(rows), flush=True)
     (args.work / "results.md").write_text(table(rows) + "\n")

@@ -20,7 +20,6 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from streamgenre import __version__
 from streamgenre.errors import StreamgenreError
-from streamgenre.paper import PAPER_WINDOW_S
 
 
 class _QuietTypes:
@@ -269,16 +268,23 @@ def train(
     shards: Annotated[str, typer.Argument(help="Packed directory (or URL prefix) holding index.json and the shards.")],
     out: Annotated[Path | None, typer.Option("--out", help="Run directory.", show_default="runs/run-<time>")] = None,
     recipe: Annotated[
-        str, typer.Option(help="modern (many random windows, AdamW, cosine, mixup, SpecAugment) or paper (the study's loop exactly).")
-    ] = "modern",
-    model: Annotated[str, typer.Option(help="paper (the study's CNN) or resnet (short-chunk ResNet); see `streamgenre models`.")] = "paper",
+        str | None,
+        typer.Option(
+            help="modern (many random windows, AdamW, cosine, mixup, SpecAugment), paper (the study's loop exactly), "
+            "probe (a frozen pretrained backbone, a trained head) or finetune (all of it, the backbone slower).",
+            show_default="musicnn: probe, others: modern",
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="paper (the study's CNN), resnet (short-chunk ResNet) or musicnn (pretrained); see `streamgenre models`.")
+    ] = "paper",
     width: Annotated[int | None, typer.Option(help="Width of models that have one.", show_default="resnet: 32")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.", show_default="modern: 15, paper: 20")] = None,
     windows_per_clip: Annotated[int | None, typer.Option(help="Random windows per clip per epoch.", show_default="modern: 8, paper: 1")] = None,
     offset: Annotated[
         str | None, typer.Option(help="'random' windows, or one window at a fixed start such as 15s or 0:15.", show_default="modern: random, paper: 15s")
     ] = None,
-    duration: Annotated[str, typer.Option(help="Window length (the paper's 3 s).")] = f"{PAPER_WINDOW_S:g}s",
+    duration: Annotated[str | None, typer.Option(help="Window length.", show_default="the model's own: 3s")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.", show_default="modern: 32, paper: 25")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default="modern: 0.002, paper: 0.0005")] = None,
     mixup: Annotated[float | None, typer.Option(help="Mixup Beta(alpha, alpha); 0 turns it off.", show_default="modern: 0.2, paper: 0")] = None,
@@ -307,10 +313,10 @@ def train(
     config = TrainConfig(
         shards=shards,
         out=out or _default_run_dir(),
-        recipe=_chosen_recipe(recipe, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, val_windows),
+        recipe=_chosen_recipe(recipe, model, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, val_windows),
         model=model,
         width=width,
-        duration_s=parse_duration(duration),
+        duration_s=parse_duration(duration) if duration is not None else None,
         resample=resample,
         shuffle_buffer=shuffle_buffer,
         genres=_split_list(genres),
@@ -364,15 +370,16 @@ def _resumed(config, given: set[str]):
     return replace(saved, recipe=recipe, **changed, **machine)
 
 
-def _chosen_recipe(name: str, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, val_windows):
+def _chosen_recipe(name: str | None, model: str, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, val_windows):
     """The named recipe with the options the user gave; a fixed --offset means one window per clip."""
     from dataclasses import replace
 
     from streamgenre.augment import AugmentConfig
-    from streamgenre.recipes import MODERN, recipe_named
+    from streamgenre.models import model_spec
+    from streamgenre.recipes import MODERN, default_recipe, recipe_named
     from streamgenre.units import parse_duration
 
-    base = recipe_named(name)
+    base = default_recipe(model_spec(model).pretrained) if name is None else recipe_named(name)
     offset_s = base.offset_s if offset is None else None if offset.strip().lower() == "random" else parse_duration(offset)
     if offset_s is not None and windows_per_clip is None:
         windows_per_clip = 1
@@ -391,16 +398,18 @@ def _chosen_recipe(name: str, epochs, windows_per_clip, offset, batch_size, lr, 
 
 @command()
 def models() -> None:
-    """List the models `train --model` knows, with parameters and compute per 3-s window."""
+    """List the models `train --model` knows: their input, parameters and compute per window."""
     from streamgenre.model import ModelConfig, describe_model
     from streamgenre.models import model_names, model_spec
 
-    typer.echo(f"{'model':<10}{'parameters':>12}{'GFLOPs/window':>15}  description")
+    typer.echo(f"{'model':<10}{'input':<34}{'parameters':>12}{'GFLOPs/window':>15}  description")
     for name in model_names():
+        spec = model_spec(name)
         facts = describe_model(ModelConfig(n_classes=8, name=name))
-        typer.echo(f"{name:<10}{facts.parameters:>12,}{facts.backbone_gflops:>15.2f}  {model_spec(name).summary}")
-    frontend = describe_model(ModelConfig(n_classes=8)).frontend_gflops
-    typer.echo(f"parameters for 8 genres; GFLOPs of the model per 3-s window, plus {frontend:.2f} of mel filtering (and an FFT) in the frontend they share")
+        frontend = spec.frontend
+        heard = f"{frontend.window_s:g} s at {frontend.sample_rate / 1000:g} kHz, {frontend.n_mels} mel, {frontend.compression}"
+        typer.echo(f"{name:<10}{heard:<34}{facts.parameters:>12,}{facts.backbone_gflops:>15.2f}  {spec.summary}")
+    typer.echo("parameters for 8 genres; GFLOPs of the model per window, the frontend's mel filtering (a few hundredths) and FFT not counted")
 
 
 def _default_run_dir() -> Path:

@@ -1,8 +1,11 @@
-"""The on-device frontend: waveform batches in, the paper's 3x288x432 mel "images" out.
+"""The on-device frontend: waveform batches in, the features a model was built for out.
 
-Owns the mel spectrogram (torch.stft + nnAudio's mel filters), the dB scale, per-example normalisation and the resize that
-stands in for the paper's PNG. Works on tensors already on the device; knows nothing about
-files, decoding or labels.
+Owns the mel spectrogram (torch.stft + nnAudio's mel filters) and the two compressions the
+models use: the paper's peak-referenced dB with per-example normalisation (and the resize that
+stands in for its PNG), and musicnn's ``log10(1 + 10000 * mel)``. Every registered model
+declares its `FrontendConfig` (rate, FFT, hop, bands, compression, resize, window length), and
+that one declaration is what the loader, checkpoints, evaluate, predict, tag, export and bench
+read. Works on tensors already on the device; knows nothing about files, decoding or labels.
 """
 
 from __future__ import annotations
@@ -17,23 +20,28 @@ from nnAudio.utils import get_mel
 from torch import nn
 
 from streamgenre.errors import InputError
-from streamgenre.paper import PAPER_SAMPLE_RATE
+from streamgenre.paper import PAPER_SAMPLE_RATE, PAPER_WINDOW_S
 
 # librosa.power_to_db's floor on power; silence maps to 10*log10(AMIN) before the reference.
 AMIN = 1e-10
 # Guards the division in `normalize_per_example` for constant inputs (silence).
 NORM_EPS = 1e-5
+# The compressions a frontend can apply to the mel power: "db" is the paper's (peak-referenced dB,
+# then per-example normalisation); "log10" is musicnn's log10(1 + LOG_SCALE * mel).
+COMPRESSIONS = ("db", "log10")
+LOG_SCALE = 10000.0
 
 ConfigT = TypeVar("ConfigT")
 
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    """How a waveform becomes the CNN's input image.
+    """How a waveform becomes a model's input, and how long a window the model hears.
 
     The defaults are the paper's ("Music Genre Classification with 2D CNN", FMA small):
     `librosa.feature.melspectrogram` defaults at 22050 Hz, `power_to_db(ref=np.max)` with
-    top_db 80, drawn as a 288x432 RGB PNG. `f_max=None` means `sample_rate / 2`.
+    top_db 80, drawn as a 288x432 RGB PNG, 3-s windows. `f_max=None` means `sample_rate / 2`.
+    `compression` is one of `COMPRESSIONS` (`top_db` only applies to "db").
     `input_sample_rate=None` means waveforms already arrive at `sample_rate`; an int (e.g.
     44100) makes the frontend resample on the device first, so the CPU only decodes.
     """
@@ -48,6 +56,8 @@ class FrontendConfig:
     image_height: int | None = 288  # the paper: a 288x432 PNG ... (None: no resize, the mel as it is)
     image_width: int | None = 432
     channels: int = 3  # ... in RGB (1 without a resize)
+    compression: str = "db"
+    window_s: float = PAPER_WINDOW_S  # the paper: 3-s examples
     input_sample_rate: int | None = None
 
     def __post_init__(self):
@@ -68,6 +78,15 @@ class FrontendConfig:
             raise InputError(f"frontend needs 0 <= f_min < f_max <= sample_rate / 2 = {nyquist}; got f_min={self.f_min}, f_max={self.f_max}")
         if self.top_db <= 0:
             raise InputError(f"frontend top_db must be > 0 dB, got {self.top_db}")
+        if self.compression not in COMPRESSIONS:
+            raise InputError(f"frontend compression must be one of {COMPRESSIONS}, got {self.compression!r}")
+        if not self.window_s > 0:
+            raise InputError(f"frontend window_s must be > 0 seconds, got {self.window_s}")
+
+    @property
+    def window_samples(self) -> int:
+        """Samples of one window at `sample_rate`."""
+        return round(self.window_s * self.sample_rate)
 
     @property
     def image_shape(self) -> tuple[int, int | None, int | None]:
@@ -117,6 +136,15 @@ def power_to_db(specgram: torch.Tensor, top_db: float) -> torch.Tensor:
     db = 10.0 * torch.log10(specgram.clamp_min(AMIN))  # (batch, freq, time)
     peak = db.amax(dim=(-2, -1), keepdim=True)  # (batch, 1, 1): the ref=np.max of each example
     return (db - peak).clamp_min(-top_db)
+
+
+def log_compress(specgram: torch.Tensor) -> torch.Tensor:
+    """musicnn's compression, ``log10(1 + LOG_SCALE * mel)``, always in float32.
+
+    In float16 ``10000 * mel`` overflows for loud bins and silently changes the tags, so the
+    input is promoted whatever autocast would do.
+    """
+    return torch.log10(1.0 + LOG_SCALE * specgram.float())
 
 
 def normalize_per_example(x: torch.Tensor) -> torch.Tensor:
@@ -242,9 +270,15 @@ class MelFrontend(nn.Module):
         return self._other_resamplers[key]
 
     def features(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
-        """Normalised dB mel ``(batch, n_mels, frames)`` in float32; `sample_rate` as in `spectrogram`."""
+        """Compressed mel ``(batch, n_mels, frames)`` in float32; `sample_rate` as in `spectrogram`.
+
+        "db": normalised peak-referenced dB; "log10": ``log10(1 + 10000 * mel)``.
+        """
         # Stays float32 under autocast: autocast lowers only matmul/conv-like ops, none of which follow.
-        return normalize_per_example(power_to_db(self.spectrogram(waveform, sample_rate), self.config.top_db))
+        power = self.spectrogram(waveform, sample_rate)
+        if self.config.compression == "log10":
+            return log_compress(power)
+        return normalize_per_example(power_to_db(power, self.config.top_db))
 
     def shape_for_model(self, features: torch.Tensor) -> torch.Tensor:
         """``(batch, n_mels, frames)`` features -> the CNN's input: the resized image, or ``(batch, 1, n_mels, frames)``."""

@@ -7,7 +7,7 @@ Knows nothing about data loading, training loops or checkpoint files.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -22,10 +22,8 @@ DEFAULT_MODEL = "paper"
 
 
 def default_frontend(model: str) -> FrontendConfig:
-    """The frontend a backbone expects: the paper's 3x288x432 image, or the mel unresized."""
-    if model_spec(model).image:
-        return FrontendConfig()
-    return FrontendConfig(image_height=None, image_width=None, channels=1)
+    """The frontend a backbone declares (`streamgenre.models.register`)."""
+    return model_spec(model).frontend
 
 
 @dataclass(frozen=True)
@@ -55,12 +53,14 @@ class ModelConfig:
             raise InputError(f"--width {self.width}: model {self.name!r} " + ("has no width setting" if spec.default_width is None else "needs a width >= 1"))
         if self.frontend is None:
             object.__setattr__(self, "frontend", default_frontend(self.name))
-        expected = default_frontend(self.name).image_shape
-        if self.frontend.image_shape != expected:
+        declared = default_frontend(self.name)
+        if self.frontend.image_shape != declared.image_shape:
             raise InputError(
-                f"model {self.name!r} takes {expected} inputs (channels, height, width; None: not resized), "
+                f"model {self.name!r} takes {declared.image_shape} inputs (channels, height, width; None: not resized), "
                 f"but the frontend makes {self.frontend.image_shape}; keep the frontend's image defaults"
             )
+        if spec.pretrained and replace(self.frontend, input_sample_rate=None) != declared:
+            raise InputError(f"model {self.name!r} was pretrained on its own frontend ({declared}); it cannot take another")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with the frontend and augmentation configs nested (see `from_dict`)."""
@@ -127,16 +127,16 @@ class ModelFacts:
     """Size and cost of a classifier, as `streamgenre models` prints them."""
 
     parameters: int
-    backbone_gflops: float  # per window of `window_s`, the frontend not counted
+    backbone_gflops: float  # per window of the model's own length, the frontend not counted
     frontend_gflops: float
 
 
-def describe_model(config: ModelConfig, window_s: float = 3.0) -> ModelFacts:
-    """Count parameters and FLOPs (torch's FlopCounterMode) of one `window_s` window."""
+def describe_model(config: ModelConfig) -> ModelFacts:
+    """Count parameters and FLOPs (torch's FlopCounterMode) of one window of the model's own length."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model = GenreClassifier(config).eval()
-    waveform = torch.zeros(1, round(window_s * config.frontend.sample_rate))
+    waveform = torch.zeros(1, config.frontend.window_samples)
     with torch.inference_mode():
         with FlopCounterMode(display=False) as frontend_flops:
             image = model.frontend(waveform)

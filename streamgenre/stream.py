@@ -40,6 +40,7 @@ class StreamConfig:
     of them, stratified over the clip (`windows.random_offsets`), from one decode of the clip.
     `resample="device"` ships audio at the file's own rate and leaves resampling to the model.
     `window_buffer` windows are shuffled after decoding, so a batch mixes windows of many clips.
+    `fresh_windows=False` draws each clip's random windows once (as in epoch 0) and keeps them.
     """
 
     offset_s: Seconds | None = DEFAULT_OFFSET_S
@@ -53,6 +54,7 @@ class StreamConfig:
     whole_clips: bool = False  # decode each clip in full (multi-window evaluation); the offset is unused
     windows_per_clip: int = 1
     window_buffer: int = 128  # decoded windows held for shuffling in each loader worker
+    fresh_windows: bool = True  # new random windows every epoch; False: the same ones (a frozen backbone's cache then hits)
 
     def __post_init__(self):
         check_windows_per_clip(self.windows_per_clip, self.offset_s)
@@ -254,7 +256,8 @@ def _decode(data: bytes, key: str, clip_s: Seconds, config: StreamConfig, epoch:
     if config.offset_s is not None:
         offsets = [config.offset_s]
     else:
-        offsets = random_offsets(key, config.seed, epoch, config.windows_per_clip, clip_s, config.duration_s)
+        drawn_in = epoch if config.fresh_windows else 0
+        offsets = random_offsets(key, config.seed, drawn_in, config.windows_per_clip, clip_s, config.duration_s)
     if len(offsets) == 1:
         audio = decode(data, Window(offsets[0], config.duration_s), rate)
         return [audio.samples], audio.sample_rate

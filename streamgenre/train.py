@@ -46,8 +46,8 @@ from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import Predictions, predict_clips, summarise, write_report
 from streamgenre.frontend import config_from_dict
 from streamgenre.lock import run_lock
-from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig
-from streamgenre.paper import PAPER_SAMPLE_RATE, PAPER_WINDOW_S
+from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig, default_frontend
+from streamgenre.models import model_names, model_spec
 from streamgenre.plots import plot_curves
 from streamgenre.progress import progress_bar
 from streamgenre.recipes import MODERN, Recipe, learning_rate
@@ -79,8 +79,7 @@ class TrainConfig:
     model: str = DEFAULT_MODEL
     width: int | None = None
     dropout: float = 0.5
-    duration_s: float = PAPER_WINDOW_S
-    sample_rate: int = PAPER_SAMPLE_RATE
+    duration_s: float | None = None  # None: the model's own window (its frontend's window_s)
     resample: str = "device"
     shuffle_buffer: int = 64
     genres: tuple[str, ...] | None = None
@@ -105,27 +104,45 @@ class TrainConfig:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
 
     @property
+    def window_s(self) -> float:
+        """Seconds per training window: `duration_s`, or the model's own."""
+        return default_frontend(self.model).window_s if self.duration_s is None else self.duration_s
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model hears, as its frontend declares it (the loader's rate with ``resample="cpu"``)."""
+        return default_frontend(self.model).sample_rate
+
+    @property
     def stream(self) -> StreamConfig:
         """How the training split is read: the recipe's windows and batch, this run's audio settings."""
         recipe = self.recipe
         return StreamConfig(
             offset_s=recipe.offset_s,
-            duration_s=self.duration_s,
+            duration_s=self.window_s,
             sample_rate=self.sample_rate,
             batch_size=recipe.batch_size,
             shuffle_buffer=self.shuffle_buffer,
             seed=self.seed,
             resample=self.resample,
             windows_per_clip=recipe.windows_per_clip,
+            fresh_windows=recipe.fresh_windows,
         )
 
     def model_config(self, n_classes: int) -> ModelConfig:
-        """The classifier this run trains, with the recipe's augmentation."""
+        """The classifier this run trains, with the recipe's augmentation.
+
+        Raises:
+            InputError: the recipe treats a pretrained backbone apart, and the model has none.
+        """
+        if self.recipe.needs_pretrained and not model_spec(self.model).pretrained:
+            pretrained = ", ".join(name for name in model_names() if model_spec(name).pretrained)
+            raise InputError(f"--recipe {self.recipe.name} trains a pretrained backbone; --model {self.model} has none (pretrained: {pretrained})")
         return ModelConfig(n_classes, self.model, self.dropout, self.width, augment=self.recipe.augment)
 
     def inference_spec(self, labels: list[str]) -> InferenceSpec:
         """What a checkpoint of this run needs to be fed."""
-        return InferenceSpec(list(labels), self.duration_s, self.sample_rate, self.resample, self.recipe.offset_s)
+        return InferenceSpec(list(labels), self.window_s, self.sample_rate, self.resample, self.recipe.offset_s)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict, stored in checkpoints (shards resolved, so it can be found later)."""
@@ -138,6 +155,7 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         """Rebuild from `to_dict` output (a checkpoint's ``train_config``); unknown keys raise `InputError`."""
         genres = tuple(data["genres"]) if data.get("genres") else None
+        data = {name: value for name, value in data.items() if name != "sample_rate"}  # before 0.3 a setting; now the model's
         return config_from_dict(cls, {**data, "out": Path(data["out"]), "recipe": Recipe.from_dict(data["recipe"]), "genres": genres})
 
 
@@ -259,8 +277,8 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
 
 def _start_run(config: TrainConfig, source: SplitSource, dist: DistInfo, device: torch.device, workers: int) -> _Run:
     """Build the model, optimizer and AMP scaler, and plan the number of optimizer steps."""
-    model = GenreClassifier(config.model_config(len(source.labels))).to(device)
     recipe = config.recipe
+    model = build_trained_model(config.model_config(len(source.labels)), recipe).to(device)
     optimizer = make_optimizer(model, recipe)
     use_amp = device.type == "cuda" and config.amp is not False
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
@@ -271,10 +289,35 @@ def _start_run(config: TrainConfig, source: SplitSource, dist: DistInfo, device:
     return _Run(config, model, trained, optimizer, scaler, device, dist, use_amp, source.labels, steps_per_epoch * recipe.epochs)
 
 
-def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer over `model`'s parameters, at the recipe's peak learning rate."""
+def build_trained_model(model_config: ModelConfig, recipe: Recipe) -> GenreClassifier:
+    """A fresh classifier as a run trains it: with a pretrained backbone frozen when the recipe freezes it."""
+    model = GenreClassifier(model_config)
+    if recipe.backbone_lr_scale == 0:
+        model.cnn.freeze()
+    return model
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, recipe: Recipe, step: int, total_steps: int) -> None:
+    """Every parameter group at the schedule's rate for `step`, times the group's `lr_scale`."""
+    rate = learning_rate(recipe, step, total_steps)
+    for group in optimizer.param_groups:
+        group["lr"] = rate * group.get("lr_scale", 1.0)
+
+
+def make_optimizer(model: GenreClassifier, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over `model`'s trainable parameters, at the recipe's peak learning rate.
+
+    A pretrained backbone that trains is its own parameter group, whose `lr_scale` (the recipe's
+    `backbone_lr_scale`) the schedule multiplies in; a frozen one has no trainable parameters.
+    """
     optimizer_class = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return optimizer_class(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    backbone = getattr(model.cnn, "backbone", None) if recipe.needs_pretrained else None
+    in_backbone = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in in_backbone], "lr_scale": 1.0}]
+    if any(id(p) in in_backbone for p in trainable):
+        groups.append({"params": [p for p in trainable if id(p) in in_backbone], "lr_scale": recipe.backbone_lr_scale})
+    return optimizer_class(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 def _optional_split(shards: str, split: str, genres: tuple[str, ...] | None, index) -> SplitSource | None:
@@ -295,7 +338,7 @@ def _check_enough_shards(source: SplitSource, dist: DistInfo, workers: int) -> N
 
 
 def _whole_clip_stream(config: TrainConfig) -> StreamConfig:
-    return evaluation_stream(config.duration_s, config.sample_rate, config.resample, config.recipe.offset_s, whole_clips=True)
+    return evaluation_stream(config.window_s, config.sample_rate, config.resample, config.recipe.offset_s, whole_clips=True)
 
 
 def _prepare_run_dir(out: Path, resume: bool) -> None:
@@ -333,8 +376,7 @@ def _train_epoch(run: _Run, loader: torch.utils.data.DataLoader, source: SplitSo
     bar = progress_bar(total=total, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", enabled=config.progress and run.dist.is_main)
     tally = SkipTally()
     for batch in _lockstep(tally.passing(iterate_epoch(loader, epoch)), device):
-        for group in run.optimizer.param_groups:
-            group["lr"] = learning_rate(recipe, run.step, run.total_steps)
+        set_learning_rate(run.optimizer, recipe, run.step, run.total_steps)
         waveforms = batch.waveforms.to(device, non_blocking=True)  # (batch, time)
         labels = batch.labels.to(device, non_blocking=True)
         loss, logits = step_loss(run.trained, recipe, waveforms, labels, batch.sample_rate, run.use_amp)
@@ -425,7 +467,7 @@ def _lockstep(batches: Iterator[Batch], device: torch.device) -> Iterator[Batch]
 
 def _validate(run: _Run, loader: torch.utils.data.DataLoader) -> dict:
     """Whole-clip validation: `val_windows` windows per clip, probabilities averaged, summed over ranks."""
-    plan = WindowPlan(run.config.duration_s, windows=run.config.recipe.val_windows)
+    plan = WindowPlan(run.config.window_s, windows=run.config.recipe.val_windows)
     tally = SkipTally()
     with _autocast(run.device, run.use_amp):
         predictions = predict_clips(run.model, tally.passing(iterate_epoch(loader, 0)), plan, run.device, len(run.labels))
@@ -566,7 +608,7 @@ def _test_report(config: TrainConfig, out: Path, index, workers: int, device: to
         return None
     loaded = load_for_inference(out / BEST_NAME, device)
     loader = make_loader(source, _whole_clip_stream(config), workers, device.type == "cuda", split_nodes=False)
-    plan = WindowPlan(config.duration_s, windows=config.recipe.val_windows)
+    plan = WindowPlan(config.window_s, windows=config.recipe.val_windows)
     predictions = predict_clips(loaded.model, iterate_epoch(loader, 0), plan, device, len(source.labels))
     summary = summarise(predictions, source.labels)
     title = f"test split, best checkpoint, {plan.windows} windows per clip"

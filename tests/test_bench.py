@@ -49,7 +49,7 @@ def test_the_train_step_is_trainings_for_every_model_and_channels_last_is_compar
     _, out = quick_run
     report = json.loads((out / "bench.json").read_text())
     steps = [row for row in report["rows"] if row["stage"] == "6" and row["name"].startswith("train step")]
-    assert [row["name"].split(",")[1].split("(")[0].strip() for row in steps] == ["paper model", "resnet model", "paper model"]
+    assert [row["name"].split(",")[1].split("(")[0].strip() for row in steps] == ["paper model", "resnet model", "musicnn model", "paper model"]
     assert "contiguous" in steps[-1]["name"] and all("modern recipe: adamw, mixup 0.2, label smoothing 0.1" in row["detail"] for row in steps)
     ratio = [t for t in report["targets"] if "channels-last / contiguous" in t["name"]]
     assert len(ratio) == 1 and ratio[0]["value"] > 0 and ratio[0]["goal"] == ">= 1.3"

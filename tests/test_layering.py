@@ -25,7 +25,7 @@ ALLOWED = {
     "lock": set(),
     "progress": set(),
     "augment": {"frontend"},
-    "models": {"models"},
+    "models": {"frontend", "models"},
     "recipes": {"augment", "frontend", "paper", "windows"},
     "dist": set(),
     "plots": set(),
@@ -39,7 +39,7 @@ ALLOWED = {
     "predict": {"audio", "checkpoint", "windows"},
     "tag": {"checkpoint", "predict", "windows"},
     "export": {"audio", "checkpoint", "synth", "windows"},
-    "train": {"checkpoint", "dist", "evaluate", "frontend", "lock", "model", "paper", "plots", "progress", "recipes", "shards", "stream", "windows"},
+    "train": {"checkpoint", "dist", "evaluate", "frontend", "lock", "model", "models", "paper", "plots", "progress", "recipes", "shards", "stream", "windows"},
     "bench": {
         "audio",
         "checkpoint",

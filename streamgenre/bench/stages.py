@@ -39,10 +39,10 @@ from streamgenre.checkpoint import InferenceSpec, make_bundle, save_checkpoint
 from streamgenre.errors import InputError
 from streamgenre.frontend import FrontendConfig, MelFrontend
 from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig
-from streamgenre.models import model_names
+from streamgenre.models import model_names, model_spec
 from streamgenre.pack import PackConfig, pack
 from streamgenre.paper import PAPER_SAMPLE_RATE
-from streamgenre.recipes import Recipe, learning_rate, recipe_named
+from streamgenre.recipes import Recipe, default_recipe, recipe_named
 from streamgenre.shards import read_index
 from streamgenre.stream import (
     Batch,
@@ -50,7 +50,7 @@ from streamgenre.stream import (
     make_loader,
 )
 from streamgenre.synth import encode_mp3
-from streamgenre.train import TrainConfig, apply_step, make_optimizer, step_loss, train
+from streamgenre.train import TrainConfig, apply_step, build_trained_model, make_optimizer, set_learning_rate, step_loss, train
 from streamgenre.units import Seconds
 
 
@@ -175,7 +175,7 @@ def training_rows(clip_set: ClipSet, config: BenchConfig, device: torch.device, 
     """
     recipe = recipe_named(config.recipe)
     n_classes = max(2, len(clip_set.labels))
-    steppers = {name: _Stepper.build(name, recipe, n_classes, device) for name in model_names()}
+    steppers = {name: _Stepper.build(name, _recipe_for(name, recipe), n_classes, device) for name in model_names()}
     rows = {name: _step_row(stepper, f"train step, {name} model", config, device, native_rate) for name, stepper in steppers.items()}
     contiguous = _Stepper.build(DEFAULT_MODEL, recipe, n_classes, device, contiguous=True)
     rows["contiguous"] = _step_row(contiguous, f"train step, {DEFAULT_MODEL} model, contiguous memory format", config, device, native_rate)
@@ -188,6 +188,12 @@ def training_rows(clip_set: ClipSet, config: BenchConfig, device: torch.device, 
     name = f"epoch end to end (loader x{loader.num_workers} + {DEFAULT_MODEL} model steps)"
     epoch_row = StageRow("6", name, run.clips, run.seconds, run.clips / run.seconds, None, f"resample=device; first batch after {run.first_batch_s:.2f} s")
     return list(rows.values()), epoch_row, [target]
+
+
+def _recipe_for(model: str, recipe: Recipe) -> Recipe:
+    """`recipe` where it suits the model; else the model's default (a pretrained model is timed as it trains by default)."""
+    pretrained = model_spec(model).pretrained
+    return recipe if recipe.needs_pretrained == pretrained else default_recipe(pretrained)
 
 
 class _Contiguous(torch.nn.Module):
@@ -214,7 +220,7 @@ class _Stepper:
 
     @classmethod
     def build(cls, model_name: str, recipe: Recipe, n_classes: int, device: torch.device, contiguous: bool = False) -> _Stepper:
-        model = GenreClassifier(ModelConfig(n_classes, model_name, augment=recipe.augment)).to(device).train()
+        model = build_trained_model(ModelConfig(n_classes, model_name, augment=recipe.augment), recipe).to(device).train()
         if contiguous:
             model.cnn = _Contiguous(model.cnn)
         use_amp = device.type == "cuda"  # `train`'s default: on for CUDA, off on the CPU
@@ -222,8 +228,7 @@ class _Stepper:
 
     def __call__(self, batch: tuple[torch.Tensor, torch.Tensor, int]) -> None:
         waveforms, labels, sample_rate = batch  # (batch, time), (batch,), Hz
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.recipe, self.step, _SCHEDULE_STEPS)
+        set_learning_rate(self.optimizer, self.recipe, self.step, _SCHEDULE_STEPS)
         loss, _logits = step_loss(self.model, self.recipe, waveforms, labels, sample_rate, self.use_amp)
         apply_step(self.optimizer, self.scaler, loss, self.recipe, self.model.parameters())
         loss.item()  # training reads the loss every step: a device sync on CUDA
@@ -275,7 +280,8 @@ def predict_rows(
     folder.mkdir()
     checkpoint = folder / "model.pt"
     model = GenreClassifier(ModelConfig(max(2, len(labels)), DEFAULT_MODEL))
-    save_checkpoint(checkpoint, make_bundle(model, InferenceSpec(list(labels), config.duration_s, PAPER_SAMPLE_RATE, "device", None)))
+    frontend = model.config.frontend
+    save_checkpoint(checkpoint, make_bundle(model, InferenceSpec(list(labels), frontend.window_s, frontend.sample_rate, "device", None)))
     paths = []
     for clip in clips:
         paths.append(folder / f"{clip.key}.mp3")

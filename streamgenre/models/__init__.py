@@ -1,8 +1,9 @@
 """The model registry: `--model NAME` picks a backbone, and a new architecture is one file here.
 
-A backbone maps the frontend's normalised mel features to logits. Each registers itself with
-`register`, saying whether it wants the paper's 3x288x432 image (`image=True`) or the mel at its
-own resolution, ``(batch, 1, n_mels, frames)``. Importing this package imports every model file.
+A backbone maps its frontend's features to logits. Each registers itself with `register`,
+declaring the `FrontendConfig` it was built for (rate, FFT, hop, mel bands, compression, the
+paper's 3x288x432 image or the mel as it is, window length): that declaration is the one place
+a model's input is stated. Importing this package imports every model file.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from streamgenre.errors import look_up
+from streamgenre.frontend import FrontendConfig
 
 
 @dataclass(frozen=True)
@@ -21,19 +23,20 @@ class ModelSpec:
 
     name: str
     build: Callable[..., nn.Module]  # (n_classes, dropout, width) -> module
-    image: bool  # True: feed the paper's resized 3x288x432 image; False: the mel as it is
+    frontend: FrontendConfig  # the input the model was built for
     default_width: int | None  # None: the architecture has no width knob
     summary: str
+    pretrained: bool  # True: `build` loads weights learnt elsewhere; the module has a `backbone` to freeze or fine-tune
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, *, image: bool, summary: str, default_width: int | None = None) -> Callable[[type], type]:
+def register(name: str, *, frontend: FrontendConfig, summary: str, default_width: int | None = None, pretrained: bool = False) -> Callable[[type], type]:
     """Class decorator that adds a backbone to the registry under `name`."""
 
     def add(cls: type) -> type:
-        _REGISTRY[name] = ModelSpec(name, cls, image, default_width, summary)
+        _REGISTRY[name] = ModelSpec(name, cls, frontend, default_width, summary, pretrained)
         return cls
 
     return add
@@ -53,4 +56,6 @@ def model_names() -> list[str]:
     return list(_REGISTRY)
 
 
-from streamgenre.models import paper, resnet  # noqa: E402,F401  (each file registers itself)
+# Each file registers itself; the order is `streamgenre models`' order, the default first.
+from streamgenre.models import paper, resnet  # noqa: E402,F401  # isort: skip
+from streamgenre.models import musicnn  # noqa: E402,F401  # isort: skip

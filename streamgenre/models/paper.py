@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from streamgenre.frontend import FrontendConfig
 from streamgenre.models import register
 
 BLOCK_CHANNELS = (8, 16, 32, 64, 128)
@@ -18,7 +19,7 @@ FLATTEN_FEATURES = 9856  # 7 * 11 * 128
 IMAGE_CHANNELS = 3  # the paper's RGB PNG
 
 
-@register("paper", image=True, summary="the paper's 5-block CNN on the 3x288x432 mel image (default)")
+@register("paper", frontend=FrontendConfig(), summary="the paper's 5-block CNN on the 3x288x432 mel image (default)")
 class PaperCNN(nn.Module):
     """The paper's CNN; returns logits (the loss applies the softmax).
 

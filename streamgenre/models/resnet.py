@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from streamgenre.frontend import FrontendConfig
 from streamgenre.models import register
 
 
@@ -39,7 +40,12 @@ class ResidualBlock(nn.Module):
         return self.pool(torch.relu(self.body(x) + self.shortcut(x)))
 
 
-@register("resnet", image=False, default_width=32, summary="short-chunk ResNet (Won et al. 2020) on the 128-bin mel")
+@register(
+    "resnet",
+    frontend=FrontendConfig(image_height=None, image_width=None, channels=1),  # the paper's mel, not resized
+    default_width=32,
+    summary="short-chunk ResNet (Won et al. 2020) on the 128-bin mel",
+)
 class ShortChunkResNet(nn.Module):
     """Mel ``(batch, 1, n_mels, frames)`` -> logits ``(batch, n_classes)``.
 
