@@ -148,3 +148,19 @@ def test_any_model_with_the_inference_contract_exports(fmt, tmp_path):
     with torch.inference_mode():
         expected = torch.softmax(loaded.model(waveforms), dim=1).numpy()
     assert np.abs(load_exported(result.path, fmt)[0](waveforms.numpy()) - expected).max() <= TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_musicnn_exports_with_its_own_frontend(fmt, tmp_path):
+    """The pretrained model, its 16-kHz log-mel frontend and folded filters inside, matches PyTorch."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    from streamgenre.model import GenreClassifier, ModelConfig
+
+    torch.manual_seed(0)
+    model = GenreClassifier(ModelConfig(n_classes=3, name="musicnn")).eval()
+    frontend = model.config.frontend
+    loaded = LoadedModel(model, InferenceSpec(["a", "b", "c"], frontend.window_s, frontend.sample_rate, "device", None), tmp_path / "m.pt", None)
+    result = export_module.export_run(loaded, tmp_path / "musicnn", fmt)
+    assert result.check.max_abs_diff <= TOLERANCE and result.metadata["sample_rate"] == "16000" and result.metadata["window_samples"] == "48000"

@@ -128,9 +128,9 @@ class _PooledConv(nn.Module):
         self.pad = pad
         self.conv = nn.Conv2d(1, filters, (frames, bands))
         self.bn = _bn(filters, 2)
-        self.register_buffer("alive", torch.arange(filters))  # the channels computed; the others hold `constant`
-        self.register_buffer("dead", torch.zeros(0, dtype=torch.long))
-        self.register_buffer("constant", torch.zeros(0))
+        self.register_buffer("alive", torch.arange(filters))  # the filters computed
+        self.register_buffer("constant", torch.zeros(0))  # the others' outputs, in channel order
+        self.register_buffer("order", torch.arange(filters))  # channel c of the output is entry order[c] of (computed, constant)
 
     @torch.no_grad()
     def fold_dead(self) -> None:
@@ -139,7 +139,8 @@ class _PooledConv(nn.Module):
         dead = (bn.running_var < DEAD_VARIANCE) & (conv.weight.abs().amax(dim=(1, 2, 3)) < DEAD_WEIGHT)
         alive = (~dead).nonzero().squeeze(1)
         self.constant = (torch.relu(conv.bias) - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
-        self.constant, self.alive, self.dead = self.constant[dead].clone(), alive, dead.nonzero().squeeze(1)
+        self.constant, self.alive = self.constant[dead].clone(), alive
+        self.order = torch.argsort(torch.cat([alive, dead.nonzero().squeeze(1)]))
         folded_conv = nn.Conv2d(1, len(alive), conv.kernel_size)
         folded_conv.weight.copy_(conv.weight[alive])
         folded_conv.bias.copy_(conv.bias[alive])
@@ -151,12 +152,10 @@ class _PooledConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, T, 96)`` -> ``(B, filters, T)``."""
         live = self.bn(torch.relu(self.conv(F.pad(x, (0, 0, *self.pad))))).amax(dim=3)  # (B, alive, T)
-        if len(self.dead) == 0:
+        if len(self.constant) == 0:
             return live
-        out = live.new_empty(live.shape[0], self.filters, live.shape[2])
-        out[:, self.alive] = live
-        out[:, self.dead] = self.constant.to(live.dtype)[None, :, None]
-        return out
+        constant = self.constant.to(live.dtype)[None, :, None].expand(live.shape[0], -1, live.shape[2])  # (B, dead, T)
+        return torch.cat([live, constant], dim=1).index_select(1, self.order)  # (B, filters, T), exportable (no index_put)
 
 
 class MusicnnBackbone(nn.Module):
