@@ -71,10 +71,12 @@ def test_bad_duration_is_a_clear_error(tmp_path):
 def test_train_help_states_the_recipes_own_defaults():
     """The help names each recipe's value as text (importing the recipes would load torch): keep them equal."""
     from streamgenre.model import DEFAULT_MODEL
-    from streamgenre.recipes import DEFAULT_RECIPE, MODERN, PAPER
+    from streamgenre.recipes import MODERN, PAPER, default_recipe
 
     params = {param.name: param for param in typer.main.get_command(app).commands["train"].params}
-    assert params["recipe"].default == DEFAULT_RECIPE and params["model"].default == DEFAULT_MODEL
+    assert params["recipe"].default is None and params["recipe"].show_default == "musicnn: probe, others: modern"  # the model's default recipe
+    assert default_recipe(pretrained=True).name == "probe" and default_recipe(pretrained=False).name == "modern"
+    assert params["model"].default == DEFAULT_MODEL
     for option, field in [("epochs", "epochs"), ("windows_per_clip", "windows_per_clip"), ("batch_size", "batch_size"), ("lr", "lr"), ("mixup", "mixup_alpha")]:
         assert params[option].show_default == f"modern: {getattr(MODERN, field):g}, paper: {getattr(PAPER, field):g}", option
     assert params["offset"].show_default == f"modern: random, paper: {PAPER.offset_s:g}s" and MODERN.offset_s is None

@@ -58,19 +58,6 @@ def test_the_tag_vocabulary_is_msd_top_50_in_output_order():
     assert MSD_TAGS[:5] == ("rock", "pop", "alternative", "indie", "electronic") and MSD_TAGS[-1] == "happy"
 
 
-def test_frontend_matches_librosa_on_real_audio(shared_data):
-    librosa = pytest.importorskip("librosa")
-    from streamgenre.audio import Window, decode
-    from streamgenre.frontend import MelFrontend
-
-    clip = sorted(shared_data.glob("*/*.mp3"))[0]
-    waveform = decode(clip.read_bytes(), Window(10.0, 3.0), rate=MUSICNN_FRONTEND.sample_rate).samples.numpy()  # (48000,)
-    expected = np.log10(1 + 10000 * librosa.feature.melspectrogram(y=waveform, sr=16000, n_fft=512, hop_length=256, n_mels=96, pad_mode="reflect"))
-    got = MelFrontend(MUSICNN_FRONTEND).features(torch.from_numpy(waveform)[None])[0].double().numpy()
-    assert got.shape == expected.shape == (96, 188)
-    assert np.abs(got - expected).max() < 1e-3  # float32 STFT against librosa's float64
-
-
 def test_log_compression_stays_float32_under_autocast():
     from streamgenre.frontend import MelFrontend
 
@@ -157,3 +144,36 @@ def test_a_pretrained_model_keeps_its_own_frontend():
     with pytest.raises(InputError, match="pretrained on its own frontend"):
         ModelConfig(n_classes=3, name="musicnn", frontend=replace(MUSICNN_FRONTEND, n_mels=128))
     assert GenreClassifier(ModelConfig(n_classes=3, name="musicnn")).frontend.config.sample_rate == 16000
+
+
+@pytest.mark.slow
+def test_a_probe_run_trains_resumes_evaluates_and_predicts_from_the_command_line(tmp_path):
+    """`train --model musicnn` end to end on a tiny pack: the probe default, resume, evaluate, predict."""
+    import json
+    import tarfile
+
+    from typer.testing import CliRunner
+
+    from streamgenre.cli import app
+    from tests.conftest import write_packed_dir
+
+    shards = tmp_path / "shards"
+    write_packed_dir(shards, ["ambient", "rock"], {"train": 1, "val": 1, "test": 1}, per_shard=4, clip_s=6.0)
+    run = tmp_path / "run"
+    common = ["train", str(shards), "--out", str(run), "--model", "musicnn", "--windows-per-clip", "2", "--workers", "0", "--quiet"]
+    result = CliRunner().invoke(app, [*common, "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    saved = torch.load(run / "last.pt", weights_only=True)
+    assert saved["train_config"]["recipe"]["name"] == "probe" and saved["spec"]["sample_rate"] == 16000
+    result = CliRunner().invoke(app, [*common, "--resume", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((run / "history.json").read_text())) == 2
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--windows", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    with tarfile.open(next(shards.glob("test-*.tar"))) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".mp3"))
+        (tmp_path / "song.mp3").write_bytes(tar.extractfile(member).read())
+    result = CliRunner().invoke(app, ["predict", str(run), str(tmp_path / "song.mp3"), "--json"])
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.output.strip().splitlines()[-1])["top"]
+    assert {item["genre"] for item in top} <= {"ambient", "rock"} and sum(item["probability"] for item in top) <= 1.0 + 1e-5

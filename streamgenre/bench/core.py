@@ -22,7 +22,7 @@ from streamgenre.errors import DecodeError, InputError, ShardFormatError
 from streamgenre.models import model_spec
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_WINDOW_S
 from streamgenre.progress import progress_bar
-from streamgenre.recipes import DEFAULT_RECIPE, recipe_named
+from streamgenre.recipes import default_recipe, recipe_named
 from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SPLITS, SampleMeta, is_remote, read_index, shard_urls
 from streamgenre.stream import Batch, SplitSource, StreamConfig, read_shards
 from streamgenre.units import Seconds
@@ -63,7 +63,7 @@ class BenchConfig:
     loader_min_clips: int = 512
     rss_scale: int = 4
     progress: bool = True
-    recipe: str = DEFAULT_RECIPE
+    recipe: str = default_recipe(pretrained=False).name  # models pretrained elsewhere are timed with their own default
     step_batch_size: int | None = None
     long_file_s: Seconds = 600.0
     time_to_accuracy: bool = False
