@@ -4,6 +4,9 @@ A checkpoint alone can predict: it carries the model config (backbone, frontend,
 and an `InferenceSpec` (labels, window, sample rate, where to resample). It is saved atomically,
 never half-written, and loaded with `torch.load(weights_only=True)`, so a checkpoint from
 anywhere cannot run code: only tensors and plain Python values come back.
+
+`load_for_inference` also takes the name of a pretrained tagger (`PRETRAINED_TAGGERS`) in a
+checkpoint's place: a model nobody here trained, whose outputs are independent tags.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from streamgenre import __version__
 from streamgenre.errors import CheckpointError, InputError
 from streamgenre.frontend import config_from_dict
 from streamgenre.model import GenreClassifier, ModelConfig
+from streamgenre.models.musicnn import GENRE_TAGS, MSD_TAGS, MUSICNN_FRONTEND, MusicnnTagger
 
 CHECKPOINT_FORMAT = 2  # 2: an "spec" entry; 1 (read only): the loader's config under "stream"
 LAST_NAME = "last.pt"
@@ -122,17 +127,30 @@ def bundle_spec(bundle: dict[str, Any]) -> InferenceSpec:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready for inference, with the facts needed to feed it."""
+    """A model ready for inference, with the facts needed to feed it and to read its outputs.
 
-    model: GenreClassifier
+    `model` maps ``(batch, samples)`` waveforms (``sample_rate=`` their rate) to logits.
+    `multi_label` says the outputs are independent tags (a sigmoid each) rather than genres
+    competing in one softmax; `genres` maps the labels that name a genre to the genre name
+    `tag` writes (None: every label, as it is).
+    """
+
+    model: nn.Module
     spec: InferenceSpec
-    path: Path
+    path: Path  # the checkpoint file, or the pretrained tagger's name
     shards: str | None  # where it was trained, for evaluating on the same packed data
+    multi_label: bool = False
+    genres: dict[str, str] | None = None
 
     @property
     def labels(self) -> list[str]:
-        """Genre names in output order."""
+        """Output names in output order: genres, or a tagger's tags."""
         return self.spec.labels
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(batch, labels)`` logits -> float32 probabilities: sigmoids for tags, else a softmax (rows sum to 1)."""
+        logits = logits.float()
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
 
 
 def build_model(bundle: dict[str, Any], path: Path) -> GenreClassifier:
@@ -149,8 +167,26 @@ def build_model(bundle: dict[str, Any], path: Path) -> GenreClassifier:
     return model
 
 
+PRETRAINED_TAGGERS = ("musicnn",)
+
+
+def pretrained_tagger(name: str) -> LoadedModel:
+    """The pretrained MSD musicnn as a `LoadedModel`: 50 tags heard in its own 3-s windows, on the CPU, in eval mode."""
+    frontend = MUSICNN_FRONTEND
+    spec = InferenceSpec(list(MSD_TAGS), frontend.window_s, frontend.sample_rate, "device", None)
+    return LoadedModel(MusicnnTagger().eval(), spec, Path(name), None, multi_label=True, genres=dict(GENRE_TAGS))
+
+
 def load_for_inference(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Rebuild the model in eval mode on `device` from a checkpoint or run directory."""
+    """Rebuild the model in eval mode on `device` from a checkpoint or run directory, or a pretrained tagger's name.
+
+    A name in `PRETRAINED_TAGGERS` is the tagger unless a file or folder of that name exists:
+    a run the user called ``musicnn`` keeps working as it did.
+    """
+    if str(path) in PRETRAINED_TAGGERS and not Path(path).exists():
+        loaded = pretrained_tagger(str(path))
+        loaded.model.to(device)
+        return loaded
     resolved = resolve_checkpoint(Path(path))
     bundle = load_checkpoint(resolved)
     model = build_model(bundle, resolved).to(device).eval()

@@ -466,6 +466,9 @@ def _print_training(result) -> None:
 
 
 # -- evaluate / predict ----------------------------------------------------------------------
+_TAGGER_HELP = "musicnn: the pretrained MSD tagger, no training needed (50 tags; a folder called musicnn wins)."
+
+
 @command()
 @friendly_errors
 def evaluate(
@@ -509,7 +512,7 @@ def evaluate(
 @command()
 @friendly_errors
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or a checkpoint file.")],
+    checkpoint: Annotated[Path, typer.Argument(help=f"Run directory (its best.pt), a checkpoint file, or {_TAGGER_HELP}")],
     inputs: Annotated[list[str], typer.Argument(help="Audio files (mp3, wav, flac, ogg, m4a, ...), folders, or - for paths on stdin.")],
     top: Annotated[int, typer.Option(help="How many genres to show per file.")] = 3,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of tables.")] = False,
@@ -518,7 +521,7 @@ def predict(
     vote: Annotated[str, typer.Option(help="Combine windows by mean probability or by majority vote.")] = "mean",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Print the most likely genres of each file; exits 1 if any file could not be decoded."""
+    """Print the most likely genres (or musicnn's tags) of each file; exits 1 if any file could not be decoded."""
     import json
 
     from streamgenre.checkpoint import load_for_inference
@@ -530,7 +533,8 @@ def predict(
     loaded = load_for_inference(checkpoint, target)
     plan = _window_plan_for(loaded.spec.window_s, windows, hop or (None if windows else f"{loaded.spec.window_s}s"), vote)
     failed = 0
-    for result in predict_files(loaded, paths, plan, top, target):
+    shown = len(loaded.labels) if json_lines and loaded.multi_label else top  # a tagger's --json: every tag
+    for result in predict_files(loaded, paths, plan, shown, target):
         failed += result.error is not None
         if result.error:
             typer.echo(f"error: {result.path}: {result.error}", err=True)
@@ -557,7 +561,7 @@ def _window_plan_for(duration_s: float, windows: int | None, hop: str | None, vo
 @command()
 @friendly_errors
 def export(
-    run: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or a checkpoint file.")],
+    run: Annotated[Path, typer.Argument(help=f"Run directory (its best.pt), a checkpoint file, or {_TAGGER_HELP}")],
     fmt: Annotated[str, typer.Option("--format", help="onnx (needs the export extra) or torchscript.")] = "onnx",
     out: Annotated[Path | None, typer.Option("--out", help="File to write.", show_default="model.onnx or model.torchscript.pt beside the checkpoint")] = None,
     sample_rate: Annotated[
@@ -577,9 +581,10 @@ def export(
     target = out or loaded.path.parent / ("model.onnx" if fmt == "onnx" else "model.torchscript.pt")
     result = export_run(loaded, target, fmt, sample_rate, list(check or []))
     meta, check_result = result.metadata, result.check
+    outputs = "tags" if loaded.multi_label else "genres"
     typer.echo(
         f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, {fmt}) in {result.seconds:.1f} s: "
-        f"float32 (batch, samples) mono at {meta['sample_rate']} Hz in, probabilities of {len(loaded.labels)} genres out; "
+        f"float32 (batch, samples) mono at {meta['sample_rate']} Hz in, probabilities of {len(loaded.labels)} {outputs} out; "
         f"windows of {meta['window_seconds']} s"
     )
     runtime = "onnxruntime" if fmt == "onnx" else "torch.jit.load"
@@ -593,7 +598,7 @@ def export(
 @command()
 @friendly_errors
 def tag(
-    checkpoint: Annotated[Path, typer.Argument(help="Run directory (its best.pt) or a checkpoint file.")],
+    checkpoint: Annotated[Path, typer.Argument(help=f"Run directory (its best.pt), a checkpoint file, or {_TAGGER_HELP}")],
     inputs: Annotated[list[str], typer.Argument(help="Audio files (mp3, flac, ogg, opus, m4a), folders, or - for paths on stdin.")],
     write: Annotated[bool, typer.Option("--write", help="Write the tags (without it, only the plan is printed).")] = False,
     min_probability: Annotated[float, typer.Option(help="Leave files whose top genre is less likely than this (0 to 1).")] = 0.0,
@@ -603,6 +608,11 @@ def tag(
     ] = None,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    top: Annotated[int, typer.Option(help="Write the N most likely genres (those after the first only if they reach --min-probability).")] = 1,
+    genre_map: Annotated[
+        Path | None,
+        typer.Option("--map", help="CSV with a tag,genre header: write these genre names for these tags (or labels); other tags are not genres."),
+    ] = None,
 ) -> None:
     """Put each file's predicted genre into its own genre tag; exits 1 if any file could not be read or tagged."""
     import csv
@@ -611,24 +621,25 @@ def tag(
     from streamgenre.checkpoint import load_for_inference
     from streamgenre.dist import resolve_device
     from streamgenre.predict import expand_inputs
-    from streamgenre.tag import CSV_COLUMNS, ERROR, require_mutagen, tag_files
+    from streamgenre.tag import CSV_COLUMNS, ERROR, genre_vocabulary, require_mutagen, tag_files
 
     require_mutagen()
     paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
     target = resolve_device(device)
     loaded = load_for_inference(checkpoint, target)
+    vocabulary = genre_vocabulary(loaded, genre_map)
     plan = _window_plan_for(loaded.spec.window_s, None, f"{loaded.spec.window_s}s", "mean")
     rows = []
     if not json_lines:
         typer.echo(f"{'action':<18}{'prob.':>7}  {'predicted':<16}{'current':<16}path")
-    for row in tag_files(loaded, paths, plan, target, min_probability, overwrite_existing, write):
+    for row in tag_files(loaded, paths, plan, target, min_probability, overwrite_existing, write, vocabulary, top):
         rows.append(row)
         if row.error:
             typer.echo(f"error: {row.path}: {row.error}", err=True)
         if json_lines:
             typer.echo(json.dumps(row.to_json()))
         elif not row.error:
-            typer.echo(f"{row.action:<18}{row.probability:7.1%}  {row.predicted:<16}{row.current_text or '-':<16}{row.path}")
+            typer.echo(f"{row.action:<18}{row.probability:7.1%}  {row.predicted_text:<16}{row.current_text or '-':<16}{row.path}")
     if csv_path is not None:
         with open(csv_path, "w", newline="") as stream:
             writer = csv.writer(stream)

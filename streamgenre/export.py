@@ -3,6 +3,7 @@
 The file maps ``(batch, samples)`` mono float32 waveforms at one fixed sample rate to
 ``(batch, n_classes)`` genre probabilities: the whole frontend (resampling to the model's rate,
 mel, dB, normalisation, resize) and the softmax are inside, so a caller needs only a decoder.
+The pretrained tagger (``export musicnn``) exports the same way, with 50 tag sigmoids instead.
 Batch and time axes are dynamic. Labels, rate and window length travel in the file's metadata.
 
 Nothing is assumed to work: the file is written to a temporary name, loaded back by its own
@@ -50,21 +51,22 @@ class ExportCheckError(StreamgenreError):
 
 
 class ProbabilityModel(nn.Module):
-    """Any streamgenre classifier as waveforms at `sample_rate` -> softmax probabilities.
+    """Any streamgenre classifier as waveforms at `sample_rate` -> probabilities, as `LoadedModel.probabilities` gives them.
 
     Only ``model(waveform, sample_rate=...) -> logits`` is used, so every architecture that
     `load_for_inference` returns exports the same way. `sample_rate` is fixed when exported:
     if it differs from the model's own rate, the model's resampler is traced into the file.
     """
 
-    def __init__(self, model: nn.Module, sample_rate: int):
+    def __init__(self, loaded: LoadedModel, sample_rate: int):
         super().__init__()
-        self.model = model
+        self.model = loaded.model
+        self.to_probabilities = loaded.probabilities
         self.sample_rate = sample_rate
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``(batch, samples)`` float32 -> ``(batch, n_classes)`` probabilities (rows sum to 1)."""
-        return torch.softmax(self.model(waveform, sample_rate=self.sample_rate).float(), dim=1)
+        """``(batch, samples)`` float32 -> ``(batch, n_classes)`` probabilities (softmax rows sum to 1)."""
+        return self.to_probabilities(self.model(waveform, sample_rate=self.sample_rate))
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,9 @@ class ExportResult:
     check: CheckResult
 
 
+_OUTPUTS = {False: "softmax over labels", True: "an independent sigmoid per label (tags)"}
+
+
 def export_metadata(loaded: LoadedModel, sample_rate: int, fmt: str) -> dict[str, str]:
     """String key/values stored in the file: enough to feed it and read its output."""
     window_s = float(loaded.spec.window_s)
@@ -99,7 +104,7 @@ def export_metadata(loaded: LoadedModel, sample_rate: int, fmt: str) -> dict[str
         "window_seconds": repr(window_s),
         "window_samples": str(round(window_s * sample_rate)),
         "input": f"{INPUT_NAME}: float32 (batch, samples), mono, in [-1, 1], at sample_rate Hz",
-        "output": f"{OUTPUT_NAME}: float32 (batch, n_labels), softmax over labels; average over a clip's windows",
+        "output": f"{OUTPUT_NAME}: float32 (batch, n_labels), {_OUTPUTS[loaded.multi_label]}; average over a clip's windows",
         "format": fmt,
         "streamgenre_version": __version__,
         "checkpoint": loaded.path.name,
@@ -133,7 +138,8 @@ def export_run(
         raise InputError(f"--sample-rate must be > 0 Hz, got {rate}")
     if fmt == "onnx":
         _require_onnx()
-    wrapper = ProbabilityModel(loaded.model.cpu().eval(), rate).eval()
+    loaded.model.cpu().eval()
+    wrapper = ProbabilityModel(loaded, rate).eval()
     windows, source = _check_windows(loaded, rate, check_files)
     metadata = export_metadata(loaded, rate, fmt)
     out = Path(out)

@@ -84,6 +84,8 @@ def predict_files(loaded: LoadedModel, paths: list[Path], plan: WindowPlan, top:
     """Yield one prediction per path, in order; windows of consecutive files share forward passes."""
     if top < 1:
         raise InputError(f"--top must be >= 1, got {top}")
+    if loaded.multi_label and plan.vote != "mean":
+        raise InputError(f"--vote {plan.vote}: a tagger's tags are independent, not one choice per window; use --vote mean")
     forward = _Forward(loaded, device)
     waiting: deque[_File] = deque()
     for path in paths:
@@ -136,7 +138,7 @@ class _Forward:
         if not self.windows:
             return
         stacked = torch.stack(self.windows).to(self.device)  # (windows, samples)
-        probs = torch.softmax(self.loaded.model(stacked, sample_rate=self.rate).float(), dim=1).cpu()
+        probs = self.loaded.probabilities(self.loaded.model(stacked, sample_rate=self.rate)).cpu()
         for owner, row in zip(self.owners, probs, strict=True):
             owner.probs.append(row)
             owner.pending -= 1

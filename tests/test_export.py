@@ -164,3 +164,20 @@ def test_musicnn_exports_with_its_own_frontend(fmt, tmp_path):
     loaded = LoadedModel(model, InferenceSpec(["a", "b", "c"], frontend.window_s, frontend.sample_rate, "device", None), tmp_path / "m.pt", None)
     result = export_module.export_run(loaded, tmp_path / "musicnn", fmt)
     assert result.check.max_abs_diff <= TOLERANCE and result.metadata["sample_rate"] == "16000" and result.metadata["window_samples"] == "48000"
+
+
+@pytest.mark.slow
+def test_the_tagger_exports_50_tag_sigmoids_with_the_tag_names(clips, tmp_path):
+    from streamgenre.export import export_run
+    from streamgenre.models.musicnn import MSD_TAGS
+
+    loaded = load_for_inference("musicnn")
+    result = export_run(loaded, tmp_path / "tagger.pt", "torchscript")
+    run_file, metadata = load_exported(result.path, "torchscript")
+    assert json.loads(metadata["labels"]) == list(MSD_TAGS) and "sigmoid" in metadata["output"]
+    windows = _windows(clips, 16000, duration_s=3.0)
+    with torch.inference_mode():
+        expected = torch.sigmoid(loaded.model(windows, sample_rate=16000)).numpy()
+    got = run_file(windows.numpy())
+    assert got.shape == (len(windows), 50) and np.abs(got - expected).max() <= TOLERANCE
+    assert not np.allclose(got.sum(axis=1), 1.0, atol=0.1)

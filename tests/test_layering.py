@@ -34,7 +34,7 @@ ALLOWED = {
     "pack": {"audio", "dist", "progress", "sources", "splits", "shards"},
     "stream": {"audio", "dist", "paper", "shards", "windows"},
     "model": {"augment", "frontend", "models"},
-    "checkpoint": {"frontend", "model"},
+    "checkpoint": {"frontend", "model", "models"},
     "evaluate": {"checkpoint", "dist", "plots", "progress", "shards", "stream", "windows"},
     "predict": {"audio", "checkpoint", "windows"},
     "tag": {"checkpoint", "predict", "windows"},

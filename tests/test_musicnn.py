@@ -177,3 +177,14 @@ def test_a_probe_run_trains_resumes_evaluates_and_predicts_from_the_command_line
     assert result.exit_code == 0, result.output
     top = json.loads(result.output.strip().splitlines()[-1])["top"]
     assert {item["genre"] for item in top} <= {"ambient", "rock"} and sum(item["probability"] for item in top) <= 1.0 + 1e-5
+
+
+def test_the_genre_tags_are_a_fixed_subset_named_in_the_readme():
+    from streamgenre.models.musicnn import GENRE_TAGS
+
+    left_out = {"00s", "60s", "70s", "80s", "90s", "female vocalists", "female vocalist", "male vocalists", "beautiful", "Mellow", "chill", "sad"}
+    assert list(GENRE_TAGS) == [tag for tag in MSD_TAGS if tag in GENRE_TAGS] and len(GENRE_TAGS) == 30
+    assert not left_out & set(GENRE_TAGS) and {"rock", "jazz", "blues", "country", "Hip-Hop", "metal", "pop"} <= set(GENRE_TAGS)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = "\n".join(line for line in readme.splitlines() if line.startswith("| `"))
+    assert all(f"| `{tag}` | {genre} |" in table for tag, genre in GENRE_TAGS.items())

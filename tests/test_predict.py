@@ -165,3 +165,47 @@ def test_top_below_one_and_an_unknown_device_are_one_line(run, audio_dir):
     for options, message in ([["--top", "-1"], "--top must be >= 1"], [["--device", "tpu"], "--device must be"]):
         result = CliRunner().invoke(app, ["predict", str(run), str(audio_dir / "song.mp3"), *options])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+# -- the pretrained tagger: `predict musicnn` -------------------------------------------------------
+def test_the_tagger_gives_a_real_clip_the_backbones_50_tag_probabilities(shared_data):
+    from streamgenre.checkpoint import load_for_inference
+    from streamgenre.frontend import MelFrontend
+    from streamgenre.models.musicnn import MSD_TAGS, MUSICNN_FRONTEND, pretrained_backbone
+
+    clip = sorted(shared_data.glob("*/*.mp3"))[0]
+    (result,) = predict_files(load_for_inference("musicnn"), [clip], WindowPlan(3.0, hop_s=3.0), top=50, device=torch.device("cpu"))
+    got = dict(result.top)
+    audio = decode(clip.read_bytes())  # at the file's own rate, as predict hears it
+    windows = WindowPlan(3.0, hop_s=3.0).cut(audio.samples, audio.sample_rate)
+    with torch.inference_mode():
+        mel = MelFrontend(MUSICNN_FRONTEND)(windows, audio.sample_rate)  # (windows, 1, 96, frames)
+        expected = torch.sigmoid(pretrained_backbone(fold=False).eval()(mel).logits).mean(dim=0)  # (50,)
+    assert result.windows == len(windows) and sorted(got) == sorted(MSD_TAGS)
+    assert max(abs(got[tag] - float(p)) for tag, p in zip(MSD_TAGS, expected)) < 1e-5
+    assert sum(got.values()) != pytest.approx(1.0)  # independent tags, not a softmax
+
+
+def test_predict_musicnn_prints_the_top_tags_and_every_tag_as_json(audio_dir):
+    from streamgenre.models.musicnn import MSD_TAGS
+
+    song = str(audio_dir / "song.mp3")
+    table = CliRunner().invoke(app, ["predict", "musicnn", song, "--top", "4"])
+    assert table.exit_code == 0, table.output
+    assert table.stdout.count("%") == 4 and all(line.split()[0] in MSD_TAGS for line in table.stdout.splitlines()[1:])
+    (row,) = [json.loads(line) for line in CliRunner().invoke(app, ["predict", "musicnn", song, "--json"]).stdout.splitlines()]
+    assert sorted(item["genre"] for item in row["top"]) == sorted(MSD_TAGS)
+    majority = CliRunner().invoke(app, ["predict", "musicnn", song, "--vote", "majority"])
+    assert majority.exit_code == 2 and majority.output.strip().splitlines() == [
+        "error: --vote majority: a tagger's tags are independent, not one choice per window; use --vote mean"
+    ]
+
+
+def test_a_run_folder_called_musicnn_is_still_the_run(run, audio_dir, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(run, tmp_path / "musicnn")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["predict", "musicnn", str(audio_dir / "song.mp3"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert {item["genre"] for item in json.loads(result.stdout)["top"]} == {"ambient", "rock"}

@@ -242,3 +242,51 @@ def test_missing_mutagen_names_the_extra_in_one_line(run, tmp_path, monkeypatch)
     result = tag(str(run), str(tmp_path))
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == ["error: tagging needs mutagen: pip install 'streamgenre[tag]'"]
+
+
+# -- no run folder: the pretrained tagger's genre tags -----------------------------------------
+def test_the_tagger_plans_then_writes_its_top_genres_in_every_format(tmp_path):
+    from streamgenre.models.musicnn import GENRE_TAGS
+
+    paths = library(tmp_path / "music")
+    before, frames = digest(paths), {path: packets(path) for path in paths}
+    planned = rows(tag("musicnn", str(tmp_path / "music"), "--json", "--top", "2"))
+    assert digest(paths) == before
+    assert [row["action"] for row in planned] == ["write"] * len(paths)
+    result = tag("musicnn", str(tmp_path / "music"), "--json", "--top", "2", "--write")
+    assert result.exit_code == 0, result.output
+    for row, path in zip(rows(result), paths):
+        genres = [item["genre"] for item in row["genres"]]
+        assert row["action"] == "written" and len(genres) == 2 and set(genres) <= set(GENRE_TAGS.values())
+        assert genre_tag(path) == genres and row["predicted_genre"] == "; ".join(genres)
+        assert packets(path) == frames[path]
+    assert rows(result)[0]["genres"] == planned[0]["genres"]
+
+
+def test_a_map_names_the_genres_each_from_its_most_likely_tag(tmp_path):
+    (path,) = library(tmp_path / "music", [".flac"])
+    mapping = tmp_path / "tags.csv"
+    mapping.write_text("tag,genre\nrock,Guitar\nMetal,Guitar\nelectronic,Machines\nambient,Machines\nHIP-HOP,Beats\n")
+    (row,) = rows(tag("musicnn", str(path), "--json", "--map", str(mapping), "--top", "3"))
+    (predicted,) = [json.loads(line) for line in CliRunner().invoke(app, ["predict", "musicnn", str(path), "--json"]).stdout.splitlines()]
+    tags = {item["genre"]: item["probability"] for item in predicted["top"]}
+    expected = {"Guitar": max(tags["rock"], tags["metal"]), "Machines": max(tags["electronic"], tags["ambient"]), "Beats": tags["Hip-Hop"]}
+    assert [item["genre"] for item in row["genres"]] == sorted(expected, key=expected.get, reverse=True)
+    assert {item["genre"]: item["probability"] for item in row["genres"]} == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tag,genre\nrock,Rock\nrokc,Rock\n", "line 3: 'rokc' is not one of the model's tags; known: rock, pop, alternative,"),
+        ("genre,tag\nRock,rock\n", "the first row must be the header tag,genre"),
+        ("tag,genre\nrock,\n", "line 2: expected tag,genre, got 'rock,'"),
+    ],
+)
+def test_a_bad_map_is_one_clear_line(tmp_path, text, message):
+    (path,) = library(tmp_path / "music", [".mp3"])
+    (tmp_path / "tags.csv").write_text(text)
+    result = tag("musicnn", str(path), "--map", str(tmp_path / "tags.csv"))
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: --map {tmp_path / 'tags.csv'}") and message in line

@@ -12,7 +12,8 @@ features over time (1506 values, interleaved max/mean), then batch norm, a 200-u
 The weights are the `MSD_musicnn` checkpoint of the `musicnn` 0.1.0 wheel (ISC licence, see
 `weights/LICENSE-musicnn`), converted once by `scripts/convert_musicnn.py` and shipped in the
 package (3.2 MB): nothing is downloaded. `MusicnnBackbone` is the network; `MusicnnClassifier`
-puts a genre head on its embedding for `streamgenre train --model musicnn`.
+puts a genre head on its embedding for `streamgenre train --model musicnn`; `MusicnnTagger` is
+the network as it was trained, waveforms to its 50 tags, for `predict musicnn` and `tag musicnn`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamgenre.errors import CheckpointError
-from streamgenre.frontend import FrontendConfig
+from streamgenre.frontend import FrontendConfig, MelFrontend
 from streamgenre.models import register
 
 WEIGHTS_PATH = Path(__file__).with_name("weights") / "msd_musicnn.npz"
@@ -101,6 +102,42 @@ MSD_TAGS = (
     "House",
     "happy",
 )  # fmt: skip  (the order of the 50 outputs: musicnn's configuration.MSD_LABELS)
+# The MSD tags that name a genre, in output order, and the genre name `tag` writes for each.
+# Left out: decades (60s..00s), moods (beautiful, Mellow, chill, sad, happy, sexy, catchy, party),
+# voices (female vocalists, female vocalist, male vocalists) and the rest (instrumental, guitar,
+# acoustic, oldies), which say how a song sounds or when it was made, not its genre.
+GENRE_TAGS = {
+    "rock": "Rock",
+    "pop": "Pop",
+    "alternative": "Alternative",
+    "indie": "Indie",
+    "electronic": "Electronic",
+    "dance": "Dance",
+    "alternative rock": "Alternative Rock",
+    "jazz": "Jazz",
+    "metal": "Metal",
+    "chillout": "Chillout",
+    "classic rock": "Classic Rock",
+    "soul": "Soul",
+    "indie rock": "Indie Rock",
+    "electronica": "Electronica",
+    "folk": "Folk",
+    "punk": "Punk",
+    "blues": "Blues",
+    "hard rock": "Hard Rock",
+    "ambient": "Ambient",
+    "experimental": "Experimental",
+    "Hip-Hop": "Hip-Hop",
+    "country": "Country",
+    "easy listening": "Easy Listening",
+    "funk": "Funk",
+    "electro": "Electro",
+    "heavy metal": "Heavy Metal",
+    "Progressive rock": "Progressive Rock",
+    "rnb": "R&B",
+    "indie pop": "Indie Pop",
+    "House": "House",
+}  # fmt: skip
 
 
 class MusicnnOutputs(NamedTuple):
@@ -350,3 +387,21 @@ class EmbeddingCache:
                 self.stored[keys[i]] = embedding.clone()
                 self.bytes += embedding.nbytes
         return torch.stack([fresh[i] if i in fresh else self.stored[key] for i, key in enumerate(keys)])
+
+
+class MusicnnTagger(nn.Module):
+    """Waveforms -> the 50 MSD tag logits: musicnn as it was trained, nothing learnt here.
+
+    The same frontend (`MUSICNN_FRONTEND`) and weights (`pretrained_backbone`) as `--model
+    musicnn`, called the way `GenreClassifier` is called, so predict, tag and export treat it as
+    any other model. Its outputs are independent tags (sigmoid each), not a softmax over genres.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.frontend = MelFrontend(MUSICNN_FRONTEND)
+        self.backbone = pretrained_backbone()
+
+    def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """``(batch, time)`` waveforms at `sample_rate` (None: 16 kHz) -> ``(batch, 50)`` logits in `MSD_TAGS` order."""
+        return self.backbone(self.frontend(waveform, sample_rate)).logits
