@@ -8,7 +8,6 @@ anywhere cannot run code: only tensors and plain Python values come back.
 
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from streamgenre import __version__
 from streamgenre.errors import CheckpointError, InputError
+from streamgenre.files import atomic_path
 from streamgenre.frontend import config_from_dict
 from streamgenre.model import GenreClassifier, ModelConfig
 
@@ -54,12 +54,8 @@ class InferenceSpec:
 
 def save_checkpoint(path: Path, bundle: dict[str, Any]) -> None:
     """Write `bundle` (see `make_bundle`) to `path` via a temporary file and an atomic rename."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as temporary:
         torch.save(bundle, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def make_bundle(model: GenreClassifier, spec: InferenceSpec, **state: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from streamgenre.dist import resolve_device
 from streamgenre.errors import InputError
 from streamgenre.plots import plot_confusion
 from streamgenre.progress import progress_bar
-from streamgenre.shards import atomic_write
+from streamgenre.files import atomic_write
 from streamgenre.stream import Batch, SkipTally
 from streamgenre.windows import WindowPlan, combine_windows
 

@@ -10,16 +10,15 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
 from streamgenre.errors import ShardFormatError
+from streamgenre.files import atomic_write
 
 SPLITS = ("train", "val", "test")
 INDEX_NAME = "index.json"
@@ -253,20 +252,6 @@ def write_index(path: Path, index: ShardIndex) -> None:
     """Write index.json atomically."""
     with atomic_write(path) as stream:
         stream.write(json.dumps(index.to_dict(), indent=2).encode())
-
-
-@contextmanager
-def atomic_write(path: Path) -> Iterator[io.BufferedWriter]:
-    """Open ``path.tmp`` for writing and move it over `path` only if the block succeeds."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with open(temporary, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def write_shard(path: Path, samples: Iterable[tuple[str, bytes, dict[str, Any] | SampleMeta]]) -> ShardEntry:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import InputError
+from streamgenre.files import atomic_path
 from streamgenre.predict import predict_files
 from streamgenre.windows import WindowPlan
 
@@ -186,7 +186,7 @@ def write_genre(path: Path, genre: str) -> None:
     """Make `genre` the file's only genre value, atomically; other tags and the audio stay as they are.
 
     The file is copied to a temporary file in its folder (same mode, same owner where allowed),
-    the copy is tagged and fsynced, then renamed over the original (a symlink's target).
+    the copy is tagged, then `files.atomic_path` fsyncs it and renames it over the original (a symlink's target).
 
     Raises:
         TagFormatError: the format cannot be read or tagged.
@@ -196,10 +196,7 @@ def write_genre(path: Path, genre: str) -> None:
 
     target = Path(os.path.realpath(path))
     _, name = _open(target)  # fail before copying anything
-    handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tagging{target.suffix}")
-    os.close(handle)
-    temporary = Path(temporary_name)
-    try:
+    with atomic_path(target) as temporary:
         shutil.copyfile(target, temporary)
         shutil.copymode(target, temporary)
         _copy_owner(target, temporary)
@@ -214,12 +211,6 @@ def write_genre(path: Path, genre: str) -> None:
         else:
             audio.tags[_FIELDS[name]] = [genre]
             audio.save()
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-        _fsync_folder(target.parent)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _class_of(name: str):
@@ -241,17 +232,3 @@ def _copy_owner(source: Path, destination: Path) -> None:
             os.chown(destination, info.st_uid, info.st_gid)
         except PermissionError:
             pass
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)

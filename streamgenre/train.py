@@ -44,6 +44,7 @@ from streamgenre.dist import (
 )
 from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import Predictions, predict_clips, summarise, write_report
+from streamgenre.files import atomic_write
 from streamgenre.frontend import config_from_dict
 from streamgenre.lock import run_lock
 from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig, default_frontend
@@ -51,7 +52,7 @@ from streamgenre.models import model_names, model_spec
 from streamgenre.plots import plot_curves
 from streamgenre.progress import progress_bar
 from streamgenre.recipes import MODERN, Recipe, learning_rate
-from streamgenre.shards import atomic_write, is_remote, read_index
+from streamgenre.shards import is_remote, read_index
 from streamgenre.stream import (
     Batch,
     SkipTally,

@@ -1,8 +1,8 @@
 """Data flows one way: each module imports only the streamgenre modules listed for it here.
 
-The table is documentation too: `cli` sits on top, `audio`, `frontend`, `shards`, `dist`,
-`plots` and `progress` at the bottom (they import nothing of ours but `errors`/`units`/`paper`,
-which any module may import). A subpackage (`bench/`) is one entry: its modules share its row.
+The table is documentation too: `cli` sits on top, `audio`, `frontend`, `dist`, `lock` and
+`progress` at the bottom (they import nothing of ours but `errors`/`units`/`paper`, which any
+module may import); `files` (atomic writes, on `lock`'s liveness check) sits just above them. A subpackage (`bench/`) is one entry: its modules share its row.
 """
 
 from __future__ import annotations
@@ -19,31 +19,34 @@ ALLOWED = {
     "paper": set(),
     "audio": set(),
     "synth": set(),
-    "shards": set(),
+    "shards": {"files"},
     "frontend": {"paper"},
     "windows": set(),
     "lock": set(),
+    "files": {"lock"},
+    "staging": {"lock"},
     "progress": set(),
     "augment": {"frontend"},
     "models": {"frontend", "models"},
     "recipes": {"augment", "frontend", "paper", "windows"},
     "dist": set(),
-    "plots": set(),
+    "plots": {"files"},
     "sources": set(),
     "splits": {"shards", "sources"},
-    "pack": {"audio", "dist", "progress", "sources", "splits", "shards"},
+    "pack": {"audio", "dist", "files", "progress", "sources", "splits", "shards", "staging"},
     "stream": {"audio", "dist", "paper", "shards", "windows"},
     "model": {"augment", "frontend", "models"},
-    "checkpoint": {"frontend", "model"},
-    "evaluate": {"checkpoint", "dist", "plots", "progress", "shards", "stream", "windows"},
+    "checkpoint": {"files", "frontend", "model"},
+    "evaluate": {"checkpoint", "dist", "files", "plots", "progress", "shards", "stream", "windows"},
     "predict": {"audio", "checkpoint", "windows"},
-    "tag": {"checkpoint", "predict", "windows"},
-    "export": {"audio", "checkpoint", "synth", "windows"},
-    "train": {"checkpoint", "dist", "evaluate", "frontend", "lock", "model", "models", "paper", "plots", "progress", "recipes", "shards", "stream", "windows"},
+    "tag": {"checkpoint", "files", "predict", "windows"},
+    "export": {"audio", "checkpoint", "files", "synth", "windows"},
+    "train": {"checkpoint", "dist", "evaluate", "files", "frontend", "lock", "model", "models", "paper", "plots", "progress", "recipes", "shards", "stream", "windows"},
     "bench": {
         "audio",
         "checkpoint",
         "dist",
+        "files",
         "frontend",
         "model",
         "models",
