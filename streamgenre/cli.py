@@ -299,7 +299,9 @@ def train(
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision.", show_default="on with CUDA")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt, with its own settings.")] = False,
     shuffle_buffer: Annotated[int, typer.Option(help="Clips held for shuffling in each loader worker.")] = 64,
-    max_skip_fraction: Annotated[float, typer.Option(help="Stop when more than this fraction of samples fails to decode.")] = 0.01,
+    max_skip_fraction: Annotated[
+        float, typer.Option(help="Stop when more than this fraction of samples is skipped (undecodable, or of a genre not in index.json).")
+    ] = 0.01,
     resample: Annotated[str, typer.Option(help="Resample on the 'device' inside the model, or on the 'cpu' in the loader.")] = "device",
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: synchronise batch-norm statistics across processes.")] = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (minutes of compiling first; try it on a GPU).")] = False,
@@ -479,6 +481,9 @@ def evaluate(
     out: Annotated[Path | None, typer.Option("--out", help="Folder for eval-<split>-<mode>.json and the confusion matrix.", show_default="the run")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[int | None, typer.Option(help="Loader worker processes.", show_default=ONE_PER_CORE)] = None,
+    max_skip_fraction: Annotated[
+        float, typer.Option(help="Stop when more than this fraction of samples is skipped (undecodable, or of a genre not in index.json).")
+    ] = 0.01,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar (there is none when stderr is not a terminal).")] = False,
 ) -> None:
     """Score a checkpoint on a split, with the training window or whole clips (several windows)."""
@@ -497,12 +502,13 @@ def evaluate(
         device=device,
         workers=workers,
         progress=not quiet,
+        max_skip_fraction=max_skip_fraction,
     )
     _setup_logging()
     result = evaluate_run(config)
     typer.echo(format_report(result.summary))
     if result.summary["skipped"]:
-        typer.echo(f"{result.summary['skipped']} samples could not be decoded and were skipped")
+        typer.echo(f"{result.summary['skipped']} samples were skipped (undecodable, or of a genre not in index.json)")
     typer.echo(f"wrote {result.json_path} and {result.png_path}")
 
 

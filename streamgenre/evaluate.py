@@ -155,6 +155,11 @@ class EvaluateConfig:
     device: str = "auto"
     workers: int | None = None
     progress: bool = True
+    max_skip_fraction: float = 0.01
+
+    def __post_init__(self):
+        if not 0 <= self.max_skip_fraction <= 1:
+            raise InputError(f"--max-skip-fraction must be within 0..1, got {self.max_skip_fraction}")
 
 
 @dataclass
@@ -193,6 +198,7 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     with progress_bar(total=source.sample_count, desc=f"evaluating {config.split}", unit="clip", enabled=config.progress) as bar:
         batches = _counted(tally.passing(iterate_epoch(loader, 0)), bar)
         predictions = predict_clips(loaded.model, batches, plan, device, len(source.labels))
+    tally.check(config.max_skip_fraction, config.split)
     summary = summarise(predictions, source.labels)
     summary["skipped"] = tally.total
     if tally.clamped:
