@@ -119,7 +119,7 @@ class NotRegularFileError(OSError):
     """An input that is not a regular file (a FIFO, a device, a socket): reading it could block or never end."""
 
     def __str__(self) -> str:
-        return f"{self.filename}: {self.strerror}"
+        return self.strerror
 
 
 def require_regular_file(path: Path) -> None:
@@ -135,6 +135,12 @@ def require_regular_file(path: Path) -> None:
             "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file"
         )
         raise NotRegularFileError(errno.EINVAL, f"not a regular file ({kind}): only regular files are read", str(path))
+
+
+def read_regular_file(path: Path) -> bytes:
+    """The bytes of `path`, if it is a regular file (`require_regular_file`)."""
+    require_regular_file(path)
+    return Path(path).read_bytes()
 
 
 def check_writable(path: Path, option: str) -> None:
