@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from streamgenre.errors import DamagedAudioError, DecodeError
+from streamgenre.files import require_regular_file
 from streamgenre.units import Seconds
 
 # Decode this much audio before the window: an MP3 frame after a seek can lean on the bit
@@ -330,11 +331,12 @@ class _open:
     """Open bytes (or a file, read as needed) as a PyAV container, turning any failure into a `DecodeError`.
 
     Raises:
-        OSError: a file that cannot be read.
+        OSError: a file that cannot be read, or is not a regular file.
     """
 
     def __init__(self, data: bytes | str | Path):
         if isinstance(data, (str, Path)):
+            require_regular_file(data)  # a FIFO would block forever, /dev/zero never end
             with open(data, "rb") as readable:  # a missing or unreadable file: OSError, as for bytes read before
                 empty = not readable.read(1)
             source = os.fspath(data)

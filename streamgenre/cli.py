@@ -534,7 +534,7 @@ def predict(
     paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
     target = resolve_device(device)
     loaded = load_for_inference(checkpoint, target)
-    plan = _window_plan_for(loaded.spec.window_s, windows, hop or (None if windows else f"{loaded.spec.window_s}s"), vote)
+    plan = _window_plan_for(loaded.spec.window_s, windows, hop or (None if windows is not None else f"{loaded.spec.window_s}s"), vote)
     failed = 0
     for result in predict_files(loaded, paths, plan, top, target):
         failed += result.error is not None
@@ -612,14 +612,18 @@ def tag(
 ) -> None:
     """Put each file's predicted genre into its own genre tag; exits 1 if any file could not be read or tagged."""
     import csv
+    import io
     import json
 
     from streamgenre.checkpoint import load_for_inference
     from streamgenre.dist import resolve_device
+    from streamgenre.files import check_writable, write_bytes_atomically
     from streamgenre.predict import expand_inputs
     from streamgenre.tag import CSV_COLUMNS, ERROR, require_mutagen, tag_files
 
     require_mutagen()
+    if csv_path is not None:
+        check_writable(csv_path, "--csv")  # before any file is tagged, not after
     paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
     target = resolve_device(device)
     loaded = load_for_inference(checkpoint, target)
@@ -636,10 +640,11 @@ def tag(
         elif not row.error:
             typer.echo(f"{row.action:<18}{row.probability:7.1%}  {row.predicted:<16}{row.current_text or '-':<16}{row.path}")
     if csv_path is not None:
-        with open(csv_path, "w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows(row.to_csv() for row in rows)
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(row.to_csv() for row in rows)
+        write_bytes_atomically(csv_path, text.getvalue().encode())
     counts = {action: sum(row.action == action for row in rows) for action in dict.fromkeys(row.action for row in rows)}
     summary = ", ".join(f"{count} {action}" for action, count in counts.items())
     hint = "" if write or not counts.get("write") else "; nothing written: add --write to tag"

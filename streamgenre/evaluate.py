@@ -17,7 +17,7 @@ import torch
 
 from streamgenre.dist import resolve_device
 from streamgenre.errors import InputError
-from streamgenre.files import atomic_write
+from streamgenre.files import atomic_write, check_writable_folder
 from streamgenre.plots import plot_confusion
 from streamgenre.progress import progress_bar
 from streamgenre.stream import Batch, SkipTally
@@ -192,6 +192,8 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     offset = spec.offset_s if config.offset_s is None else config.offset_s
     stream = evaluation_stream(spec.window_s, spec.sample_rate, spec.resample, offset, whole_clips)
     mode, description = _mode(plan if whole_clips else None, stream.offset_s, stream.duration_s)
+    out = config.out or (loaded.path.parent if loaded.path.is_file() else Path(config.run))
+    check_writable_folder(out, "--out")  # before minutes of scoring, not after
     log.info(f"evaluating {loaded.path} on the {config.split} split ({source.sample_count} clips): {description}")
     loader = make_loader(source, stream, config.workers, device.type == "cuda", split_nodes=False)
     tally = SkipTally()
@@ -205,8 +207,6 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
         warn_clamped(tally.clamped, summary["samples"], stream)
     options = {"offset_s": None if whole_clips else stream.offset_s, "windows": asdict(plan) if whole_clips else "one window", "mode": mode}
     summary["options"] = {"run": str(loaded.path), "shards": shards, "split": config.split, **options}
-    out = config.out or (loaded.path.parent if loaded.path.is_file() else Path(config.run))
-    out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / f"eval-{config.split}-{mode}.json", out / f"confusion_matrix-{config.split}-{mode}.png"
     write_report(summary, json_path, png_path, f"{config.split} split, {description}")
     return EvaluateResult(summary, json_path, png_path)

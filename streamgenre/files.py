@@ -167,8 +167,9 @@ def check_writable_folder(folder: Path, option: str) -> None:
 def _probe_folder(folder: Path, option: str, given: Path) -> None:
     """Create and remove a temporary file in `folder` (made if missing), as the real write will."""
     probe = folder / temporary_name("write-check")
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"cannot write {option} {given}: {folder} is a file, not a folder")
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise InputError(f"cannot write {option} {given}: {existing} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")

@@ -30,6 +30,7 @@ import torch
 from streamgenre.audio import decode_blocks
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import DecodeError, InputError
+from streamgenre.files import is_temporary
 from streamgenre.windows import WindowBatcher, WindowPlan, combine_windows
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,17 @@ def expand_inputs(arguments: Iterable[str], stdin_lines: Iterable[str] = ()) -> 
         if argument == "-":
             paths += [Path(line.strip()) for line in stdin_lines if line.strip()]
         elif Path(argument).is_dir():
-            paths += sorted(p for p in Path(argument).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and (p.is_file() or p.is_symlink()))
+            paths += sorted(p for p in Path(argument).rglob("*") if _is_audio_name(p) and (p.is_file() or p.is_symlink()))
         else:
             paths.append(Path(argument))
     if not paths:
         raise InputError("no audio files to predict: give files, folders or - (paths on stdin)")
     return paths
+
+
+def _is_audio_name(path: Path) -> bool:
+    """An audio suffix, and not the temporary file of a write in progress (or killed) such as `tag --write`'s."""
+    return path.suffix.lower() in AUDIO_SUFFIXES and not is_temporary(path)
 
 
 @dataclass(eq=False)

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from streamgenre.errors import InputError
+from streamgenre.files import read_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Track:
             OSError: the file or archive member cannot be read.
         """
         if self.member is None:
-            return self.path.read_bytes()
+            return read_regular_file(self.path)  # a FIFO or /dev/zero named in a manifest: refused, not read
         try:
             return _open_archive(self.path, os.getpid()).read(self.member)
         except (zipfile.BadZipFile, KeyError, RuntimeError) as exn:

@@ -12,6 +12,7 @@ was or fully tagged. mutagen rewrites only tag blocks; the audio frames stay byt
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -22,10 +23,11 @@ import torch
 
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import InputError
-from streamgenre.files import atomic_path
+from streamgenre.files import atomic_path, remove_stale_temporaries, require_regular_file
 from streamgenre.predict import predict_files
 from streamgenre.windows import WindowPlan
 
+log = logging.getLogger(__name__)
 EXTRA_HINT = "pip install 'streamgenre[tag]'"
 CSV_COLUMNS = ("path", "current_genre", "predicted_genre", "probability", "action", "error")
 
@@ -91,6 +93,7 @@ def tag_files(
     """
     if not 0.0 <= min_probability <= 1.0:
         raise InputError(f"--min-probability must be between 0 and 1, got {min_probability}")
+    _remove_stale_copies(paths)
     current: dict[int, list[str]] = {}
     readable: list[Path] = []
     errors: dict[int, str] = {}
@@ -120,6 +123,17 @@ def tag_files(
             except (TagFormatError, OSError) as exn:
                 row.action, row.error = ERROR, f"cannot write the tag: {exn}"
         yield row
+
+
+def _remove_stale_copies(paths: list[Path]) -> None:
+    """Remove the temporary copies a `tag --write` killed mid-write left beside these files."""
+    names: dict[Path, set[str]] = {}
+    for path in paths:
+        target = Path(os.path.realpath(path))
+        names.setdefault(target.parent, set()).add(target.name)
+    for folder, targets in names.items():
+        for busy in remove_stale_temporaries(folder, targets):
+            log.warning("left %s: another streamgenre process is writing it", busy)
 
 
 def _decide(current: list[str], genre: str, probability: float, min_probability: float, overwrite: bool) -> str:
@@ -152,6 +166,7 @@ def _open(path: Path, kind=None):
     import mutagen
 
     try:
+        require_regular_file(path)  # mutagen would block on a FIFO
         audio = kind(path) if kind else mutagen.File(path)
     except (mutagen.MutagenError, OSError) as exn:
         raise TagFormatError(f"cannot read its tags: {exn}") from None

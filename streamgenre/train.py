@@ -44,7 +44,7 @@ from streamgenre.dist import (
 )
 from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import Predictions, predict_clips, summarise, write_report
-from streamgenre.files import atomic_write
+from streamgenre.files import atomic_write, remove_stale_temporaries
 from streamgenre.frontend import config_from_dict
 from streamgenre.lock import run_lock
 from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig, default_frontend
@@ -233,6 +233,8 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
     if dist.is_main:
         _prepare_run_dir(out, config.resume)
     with run_lock(out) if dist.is_main else nullcontext():  # one run per folder
+        if dist.is_main:
+            remove_stale_temporaries(out)  # half-written checkpoints or plots of a run killed mid-save
         torch.manual_seed(config.seed)
         run = _start_run(config, train_source, dist, device, workers)
         if config.resume:

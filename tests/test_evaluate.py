@@ -105,3 +105,13 @@ def test_evaluate_command_writes_report_and_plot(trained):
 def test_evaluate_without_a_run_is_one_clear_line(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "none")])
     assert result.exit_code == 2 and result.output.startswith("error:") and "Traceback" not in result.output
+
+
+def test_an_unwritable_out_is_refused_before_scoring(trained, tmp_path, monkeypatch):
+    import streamgenre.evaluate
+    from streamgenre.errors import InputError
+
+    monkeypatch.setattr(streamgenre.evaluate, "predict_clips", lambda *args: pytest.fail("scored before checking --out"))
+    (tmp_path / "reports").write_text("a file, not a folder")
+    with pytest.raises(InputError, match=r"--out .*reports is a file, not a folder"):
+        evaluate_run(EvaluateConfig(run=trained[1], out=tmp_path / "reports" / "eval", workers=0, progress=False))

@@ -1,8 +1,9 @@
 """Data flows one way: each module imports only the streamgenre modules listed for it here.
 
-The table is documentation too: `cli` sits on top, `audio`, `frontend`, `dist`, `lock` and
-`progress` at the bottom (they import nothing of ours but `errors`/`units`/`paper`, which any
-module may import); `files` (atomic writes, on `lock`'s liveness check) sits just above them. A subpackage (`bench/`) is one entry: its modules share its row.
+The table is documentation too: `cli` sits on top, `frontend`, `dist`, `lock` and `progress`
+at the bottom (they import nothing of ours but `errors`/`units`/`paper`, which any module may
+import); `files` (atomic writes, regular-file reads, on `lock`'s liveness check) sits just above
+them, under `audio`, `sources` and every writer. A subpackage (`bench/`) is one entry: its modules share its row.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ ALLOWED = {
     "errors": set(),
     "units": set(),
     "paper": set(),
-    "audio": set(),
+    "audio": {"files"},
     "synth": set(),
     "shards": {"files"},
     "frontend": {"paper"},
@@ -31,14 +32,14 @@ ALLOWED = {
     "recipes": {"augment", "frontend", "paper", "windows"},
     "dist": set(),
     "plots": {"files"},
-    "sources": set(),
+    "sources": {"files"},
     "splits": {"shards", "sources"},
     "pack": {"audio", "dist", "files", "progress", "sources", "splits", "shards", "staging"},
     "stream": {"audio", "dist", "paper", "shards", "windows"},
     "model": {"augment", "frontend", "models"},
     "checkpoint": {"files", "frontend", "model"},
     "evaluate": {"checkpoint", "dist", "files", "plots", "progress", "shards", "stream", "windows"},
-    "predict": {"audio", "checkpoint", "windows"},
+    "predict": {"audio", "checkpoint", "files", "windows"},
     "tag": {"checkpoint", "files", "predict", "windows"},
     "export": {"audio", "checkpoint", "files", "synth", "windows"},
     "train": {"checkpoint", "dist", "evaluate", "files", "frontend", "lock", "model", "models", "paper", "plots", "progress", "recipes", "shards", "stream", "windows"},
@@ -70,6 +71,7 @@ ALLOWED = {
         "dist",
         "evaluate",
         "export",
+        "files",
         "model",
         "models",
         "pack",

@@ -231,3 +231,20 @@ def test_queued_predictions_are_flushed_when_the_run_stops(audio_dir, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         results.extend(predict_files(_stub(), paths, WindowPlan(1.0, hop_s=0.5), top=1, device=torch.device("cpu")))
     assert [r.windows for r in results] == [9, 9]  # both queued files were heard before the interrupt went on
+
+
+def test_a_fifo_is_an_error_line_not_a_hang(run, audio_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "pipe.mp3")
+    command = [sys.executable, "-m", "streamgenre", "predict", str(run), str(tmp_path / "pipe.mp3"), str(audio_dir / "song.mp3")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)  # the timeout only guards against the hang
+    assert result.returncode == 1 and "song.mp3  (3 windows)" in result.stdout
+    assert result.stderr.strip() == f"error: {tmp_path / 'pipe.mp3'}: not a regular file (a FIFO): only regular files are read"
+
+
+def test_windows_0_names_the_windows_option(run, audio_dir):
+    result = CliRunner().invoke(app, ["predict", str(run), str(audio_dir / "song.mp3"), "--windows", "0"])
+    assert result.exit_code == 2 and result.output.strip() == "error: --windows must be >= 1, got 0"
