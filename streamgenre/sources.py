@@ -147,8 +147,10 @@ def _sorted_entries(folder: Path) -> list[Path]:
 def _walk(folder: Path, genre_roots: frozenset[Path], seen: set[Path]) -> Iterator[tuple[Path, tuple[str, str] | None]]:
     """Files below `folder` in path order, each with None or the problem that keeps it out.
 
-    A linked folder is followed, unless it leads into a genre folder (its files are packed
-    from there, under their own genre) or back up the walk (`seen`: the real paths walked).
+    A linked folder is followed, unless it leads into a genre folder or to a folder holding one
+    (SOURCE itself: its files are packed from there, under their own genre) or back up the walk
+    (`seen`: the real paths walked). A linked file inside a genre folder is packed from there
+    only: a file reached twice is packed once, under its real folder.
     """
     try:
         entries = _sorted_entries(folder)
@@ -162,12 +164,14 @@ def _walk(folder: Path, genre_roots: frozenset[Path], seen: set[Path]) -> Iterat
             real = path.resolve()
             if real in seen:
                 yield path, (UNREADABLE, f"a link to {real}, a folder already read")
-            elif path.is_symlink() and any(real == root or root in real.parents for root in genre_roots):
-                yield path, (LINKED, f"a link to {real}, packed from there under its own genre")
+            elif path.is_symlink() and any(real == root or root in real.parents or real in root.parents for root in genre_roots):
+                yield path, (LINKED, f"a link to {real}, which holds or is in a genre folder: packed from there under its own genre")
             else:
                 yield from _walk(path, genre_roots, seen | {real})
         elif path.is_file():
-            yield path, None
+            real = path.resolve()
+            inside = path.is_symlink() and any(root in real.parents for root in genre_roots)
+            yield path, (LINKED, f"a link to {real}, packed from there under its own genre") if inside else None
         else:
             kind = "a broken link" if path.is_symlink() else "not a regular file"
             yield path, (UNREADABLE, kind)
