@@ -185,7 +185,7 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     shards = config.shards or loaded.shards
     if not shards:
         raise InputError(f"{loaded.path} does not say which shards it was trained on: pass --shards")
-    source = open_split(shards, config.split, loaded.labels)
+    source = open_split(shards, config.split, loaded.labels, given_by=f"the checkpoint {loaded.path}")
     spec = loaded.spec
     plan = WindowPlan(spec.window_s, config.windows, config.hop_s, config.vote)
     whole_clips = config.windows is not None or config.hop_s is not None

@@ -374,8 +374,10 @@ class SplitSource:
     known_labels: list[str] | None = None
 
 
-def open_split(directory: str, split: str, genres: list[str] | None = None, index: ShardIndex | None = None) -> SplitSource:
+def open_split(directory: str, split: str, genres: list[str] | None = None, index: ShardIndex | None = None, given_by: str = "--genres") -> SplitSource:
     """Resolve a split's shard URLs and label names from index.json (optionally a genre subset).
+
+    `given_by` names where `genres` came from in the messages (the user's option, or a checkpoint).
 
     Raises:
         InputError: an unknown genre or a split with no shards.
@@ -385,10 +387,10 @@ def open_split(directory: str, split: str, genres: list[str] | None = None, inde
     labels = list(genres) if genres else list(index.labels)
     repeated = sorted({genre for genre in labels if labels.count(genre) > 1})
     if repeated:
-        raise InputError(f"--genres names {', '.join(repeated)} more than once; each genre is one class")
+        raise InputError(f"{given_by} names {', '.join(repeated)} more than once; each genre is one class")
     unknown = [genre for genre in labels if genre not in index.labels]
     if unknown:
-        raise InputError(f"--genres: {', '.join(unknown)} not in the packed labels; known: {', '.join(index.labels)}")
+        raise InputError(f"{given_by} names {', '.join(unknown)}, not in the packed labels of {directory} (known: {', '.join(index.labels)})")
     urls = shard_urls(directory, index, split)
     if not urls:
         raise InputError(f"{directory} has no {split} shards (splits present: {', '.join(sorted({e.split for e in index.shards}))})")
