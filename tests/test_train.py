@@ -192,7 +192,8 @@ def test_a_time_budget_must_be_positive_seconds(packed, tmp_path, budget):
         tiny_train_config(packed, tmp_path / "run", time_budget_s=budget)
 
 
-def test_samples_of_a_genre_not_in_the_index_are_counted_skips_and_stop_the_run_before_a_checkpoint(packed, tmp_path):
+def _relabelled(packed: Path, tmp_path: Path) -> Path:
+    """A copy of `packed` whose index.json lists other genres than its samples have."""
     import shutil
 
     relabelled = tmp_path / "relabelled"
@@ -200,19 +201,18 @@ def test_samples_of_a_genre_not_in_the_index_are_counted_skips_and_stop_the_run_
     index = json.loads((relabelled / "index.json").read_text())
     index["labels"] = ["jazz", "blues"]
     (relabelled / "index.json").write_text(json.dumps(index))
+    return relabelled
+
+
+def test_samples_of_a_genre_not_in_the_index_are_counted_skips_and_stop_the_run_before_a_checkpoint(packed, tmp_path):
+    relabelled = _relabelled(packed, tmp_path)
     with pytest.raises(StreamgenreError, match=r"train: 16 of 16 samples were skipped \(100.0% > --max-skip-fraction"):
         train(tiny_train_config(relabelled, tmp_path / "run", epochs=1))
     assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "best.pt").exists()
 
 
 def test_an_epoch_of_0_windows_writes_no_checkpoint(packed, tmp_path):
-    import shutil
-
-    relabelled = tmp_path / "relabelled"
-    shutil.copytree(packed, relabelled)
-    index = json.loads((relabelled / "index.json").read_text())
-    index["labels"] = ["jazz", "blues"]
-    (relabelled / "index.json").write_text(json.dumps(index))
+    relabelled = _relabelled(packed, tmp_path)
     with pytest.raises(StreamgenreError, match="epoch 1 read 0 windows .16 samples skipped.: nothing was trained and no checkpoint was written"):
         train(tiny_train_config(relabelled, tmp_path / "run", epochs=1, max_skip_fraction=1.0))
     assert not (tmp_path / "run" / "last.pt").exists()
