@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from streamgenre.errors import DamagedAudioError, DecodeError
+from streamgenre.files import require_regular_file
 from streamgenre.units import Seconds
 
 # Decode this much audio before the window: an MP3 frame after a seek can lean on the bit
@@ -53,7 +54,7 @@ def probe(data: bytes) -> AudioInfo:
             for frame in container.decode(stream):
                 total += frame.samples
         except av.FFmpegError as exn:
-            raise _decode_failure(exn, total / (stream.codec_context.sample_rate or 1)) from exn
+            raise _decode_failure(exn, total / stream.codec_context.sample_rate) from exn
         if total == 0:
             raise DecodeError("no decodable audio in the file")
         rate = stream.codec_context.sample_rate
@@ -254,7 +255,7 @@ def _frames_until(frames, stream, stop_time: Fraction) -> tuple[list, int | None
             if frame.pts is not None and frame.pts + frame.samples * pts_per_sample >= stop_pts:
                 break
     except av.FFmpegError as exn:
-        decoded = sum(frame.samples for frame in kept) / (stream.codec_context.sample_rate or 1)
+        decoded = sum(frame.samples for frame in kept) / stream.codec_context.sample_rate
         start = float(first_pts * stream.time_base - _stream_origin(stream)) if first_pts is not None else 0.0
         raise _decode_failure(exn, decoded, start) from exn
     return kept, first_pts
@@ -271,7 +272,7 @@ def _frames_to_array(frames, stream) -> np.ndarray:
         for frame in frames:
             chunks.append(_frame_to_float(frame))
     except av.FFmpegError as exn:
-        raise _decode_failure(exn, sum(chunk.shape[1] for chunk in chunks) / (stream.codec_context.sample_rate or 1)) from exn
+        raise _decode_failure(exn, sum(chunk.shape[1] for chunk in chunks) / stream.codec_context.sample_rate) from exn
     if not chunks:
         return np.zeros((stream.codec_context.channels or 1, 0), np.float32)
     return np.concatenate(chunks, axis=1)
@@ -330,11 +331,12 @@ class _open:
     """Open bytes (or a file, read as needed) as a PyAV container, turning any failure into a `DecodeError`.
 
     Raises:
-        OSError: a file that cannot be read.
+        OSError: a file that cannot be read, or is not a regular file.
     """
 
     def __init__(self, data: bytes | str | Path):
         if isinstance(data, (str, Path)):
+            require_regular_file(data)  # a FIFO would block forever, /dev/zero never end
             with open(data, "rb") as readable:  # a missing or unreadable file: OSError, as for bytes read before
                 empty = not readable.read(1)
             source = os.fspath(data)
@@ -357,7 +359,15 @@ class _open:
 
 
 def _audio_stream(container):
+    """The first audio stream, if it is one: FFmpeg opens many non-audio files as a 0-Hz or 0-channel stream.
+
+    Raises:
+        DecodeError: no audio stream, or one without a sample rate or channels.
+    """
     if not container.streams.audio:
         raise DecodeError("the file has no audio stream")
     stream = container.streams.audio[0]
+    context = stream.codec_context
+    if not context.sample_rate or context.sample_rate <= 0 or not context.channels or context.channels <= 0:
+        raise DecodeError(f"not audio: FFmpeg finds a {context.name} stream of {context.sample_rate or 0} Hz and {context.channels or 0} channels")
     return stream

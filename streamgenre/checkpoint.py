@@ -11,8 +11,9 @@ checkpoint's place: a model nobody here trained, whose outputs are independent t
 
 from __future__ import annotations
 
-import os
+import hashlib
 import pickle
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from torch import nn
 
 from streamgenre import __version__
 from streamgenre.errors import CheckpointError, InputError
+from streamgenre.files import atomic_path
 from streamgenre.frontend import config_from_dict
 from streamgenre.model import GenreClassifier, ModelConfig
 from streamgenre.models.musicnn import GENRE_TAGS, MSD_TAGS, MUSICNN_FRONTEND, MusicnnTagger
@@ -59,24 +61,36 @@ class InferenceSpec:
 
 def save_checkpoint(path: Path, bundle: dict[str, Any]) -> None:
     """Write `bundle` (see `make_bundle`) to `path` via a temporary file and an atomic rename."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as temporary:
         torch.save(bundle, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def make_bundle(model: GenreClassifier, spec: InferenceSpec, **state: Any) -> dict[str, Any]:
-    """The dict saved in a checkpoint: format, version, model config, inference spec, weights and `state`."""
+    """The dict saved in a checkpoint: format, version, model config, inference spec, weights (with their checksum) and `state`."""
+    weights = model.state_dict()
     return {
         "format": CHECKPOINT_FORMAT,
         "version": __version__,
         "model_config": model.config.to_dict(),
         "spec": asdict(spec),
-        "model": model.state_dict(),
+        "model": weights,
+        "model_sha256": weights_checksum(weights),
         **state,
     }
+
+
+def weights_checksum(weights: dict[str, torch.Tensor]) -> str:
+    """sha256 of every tensor's name, dtype, shape and bytes: a flipped byte anywhere changes it.
+
+    A zip checkpoint stores each tensor's bytes without any check, so damage inside a weight
+    would otherwise load and score silently differently.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -86,6 +100,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         CheckpointError: missing, unreadable, unsafe (it would run code) or of another format.
     """
     path = resolve_checkpoint(Path(path))
+    _require_torch_file(path)
     try:
         with torch.serialization.safe_globals(_LEGACY_SAFE_GLOBALS):
             bundle = torch.load(path, map_location="cpu", weights_only=True)
@@ -97,7 +112,33 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exn)}") from exn
     if not isinstance(bundle, dict) or bundle.get("format") not in (1, CHECKPOINT_FORMAT):
         raise CheckpointError(f"{path} is not a streamgenre checkpoint of format 1 or {CHECKPOINT_FORMAT}")
+    _verify_weights(bundle, path)
     return bundle
+
+
+def _require_torch_file(path: Path) -> None:
+    """Refuse a file `torch.save` did not write (an MP3, random bytes) before unpickling it."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(2)
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as exn:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exn.strerror or exn}") from None
+    if not is_zip and head[:1] != b"\x80":  # a zip archive (torch >= 1.6) or a bare pickle (older)
+        raise CheckpointError(f"{path} is not a checkpoint (not a file torch.save wrote); give a run folder or its best.pt/last.pt")
+
+
+def _verify_weights(bundle: dict[str, Any], path: Path) -> None:
+    """Check the weights against the checksum saved with them (checkpoints older than it have none)."""
+    expected = bundle.get("model_sha256")
+    if expected is None or not isinstance(bundle.get("model"), dict):
+        return
+    try:
+        actual = weights_checksum(bundle["model"])
+    except (AttributeError, RuntimeError, TypeError):
+        actual = None
+    if actual != expected:
+        raise CheckpointError(f"{path} is damaged: its weights do not match the checksum saved with them; use another checkpoint or retrain")
 
 
 def _first_line(exn: BaseException) -> str:

@@ -299,7 +299,9 @@ def train(
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision.", show_default="on with CUDA")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt, with its own settings.")] = False,
     shuffle_buffer: Annotated[int, typer.Option(help="Clips held for shuffling in each loader worker.")] = 64,
-    max_skip_fraction: Annotated[float, typer.Option(help="Stop when more than this fraction of samples fails to decode.")] = 0.01,
+    max_skip_fraction: Annotated[
+        float, typer.Option(help="Stop when more than this fraction of samples is skipped (undecodable, or of a genre not in index.json).")
+    ] = 0.01,
     resample: Annotated[str, typer.Option(help="Resample on the 'device' inside the model, or on the 'cpu' in the loader.")] = "device",
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: synchronise batch-norm statistics across processes.")] = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (minutes of compiling first; try it on a GPU).")] = False,
@@ -482,6 +484,9 @@ def evaluate(
     out: Annotated[Path | None, typer.Option("--out", help="Folder for eval-<split>-<mode>.json and the confusion matrix.", show_default="the run")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[int | None, typer.Option(help="Loader worker processes.", show_default=ONE_PER_CORE)] = None,
+    max_skip_fraction: Annotated[
+        float, typer.Option(help="Stop when more than this fraction of samples is skipped (undecodable, or of a genre not in index.json).")
+    ] = 0.01,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar (there is none when stderr is not a terminal).")] = False,
 ) -> None:
     """Score a checkpoint on a split, with the training window or whole clips (several windows)."""
@@ -500,12 +505,13 @@ def evaluate(
         device=device,
         workers=workers,
         progress=not quiet,
+        max_skip_fraction=max_skip_fraction,
     )
     _setup_logging()
     result = evaluate_run(config)
     typer.echo(format_report(result.summary))
     if result.summary["skipped"]:
-        typer.echo(f"{result.summary['skipped']} samples could not be decoded and were skipped")
+        typer.echo(f"{result.summary['skipped']} samples were skipped (undecodable, or of a genre not in index.json)")
     typer.echo(f"wrote {result.json_path} and {result.png_path}")
 
 
@@ -531,7 +537,7 @@ def predict(
     paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
     target = resolve_device(device)
     loaded = load_for_inference(checkpoint, target)
-    plan = _window_plan_for(loaded.spec.window_s, windows, hop or (None if windows else f"{loaded.spec.window_s}s"), vote)
+    plan = _window_plan_for(loaded.spec.window_s, windows, hop or (None if windows is not None else f"{loaded.spec.window_s}s"), vote)
     failed = 0
     shown = len(loaded.labels) if json_lines and loaded.multi_label else top  # a tagger's --json: every tag
     for result in predict_files(loaded, paths, plan, shown, target):
@@ -616,14 +622,18 @@ def tag(
 ) -> None:
     """Put each file's predicted genre into its own genre tag; exits 1 if any file could not be read or tagged."""
     import csv
+    import io
     import json
 
     from streamgenre.checkpoint import load_for_inference
     from streamgenre.dist import resolve_device
+    from streamgenre.files import check_writable, write_bytes_atomically
     from streamgenre.predict import expand_inputs
     from streamgenre.tag import CSV_COLUMNS, ERROR, genre_vocabulary, require_mutagen, tag_files
 
     require_mutagen()
+    if csv_path is not None:
+        check_writable(csv_path, "--csv")  # before any file is tagged, not after
     paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())
     target = resolve_device(device)
     loaded = load_for_inference(checkpoint, target)
@@ -641,10 +651,11 @@ def tag(
         elif not row.error:
             typer.echo(f"{row.action:<18}{row.probability:7.1%}  {row.predicted_text:<16}{row.current_text or '-':<16}{row.path}")
     if csv_path is not None:
-        with open(csv_path, "w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows(row.to_csv() for row in rows)
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(row.to_csv() for row in rows)
+        write_bytes_atomically(csv_path, text.getvalue().encode())
     counts = {action: sum(row.action == action for row in rows) for action in dict.fromkeys(row.action for row in rows)}
     summary = ", ".join(f"{count} {action}" for action, count in counts.items())
     hint = "" if write or not counts.get("write") else "; nothing written: add --write to tag"

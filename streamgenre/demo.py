@@ -20,7 +20,7 @@ from streamgenre.errors import InputError
 from streamgenre.pack import PackConfig, PackReport, pack
 from streamgenre.paper import DEFAULT_OFFSET_S
 from streamgenre.progress import progress_bar
-from streamgenre.recipes import PAPER
+from streamgenre.recipes import PAPER, Recipe
 from streamgenre.stream import StreamConfig
 from streamgenre.synth import GENRES, write_clip
 from streamgenre.train import TrainConfig, TrainResult, train
@@ -50,6 +50,14 @@ class DemoConfig:
             raise InputError(f"--clip-length {self.clip_s}s is shorter than the {self.stream.duration_s}s window")
         if self.workers is not None and self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")  # before minutes of synthesis, not after
+        self.recipe()  # its own checks (--epochs >= 1, ...), before minutes of synthesis too
+
+    def recipe(self) -> Recipe:
+        """The training recipe: the paper's loop on the fixed window, with 3 windows per clip for validation and test.
+
+        3, not the default 10: 10 made validation half of the demo.
+        """
+        return PAPER.with_options(epochs=self.epochs, offset_s=self.stream.offset_s, val_windows=3)
 
 
 @dataclass(frozen=True)
@@ -90,9 +98,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     if run.exists():
         shutil.rmtree(run)  # a previous demo's run: the demo folder is ours to replace
     log.info(f"training the paper's CNN for {config.epochs} epochs on the window at {config.stream.offset_s:g} s, into {run}")
-    # 3 windows per clip for validation and test: 10 (the default) made validation half of the demo.
-    recipe = PAPER.with_options(epochs=config.epochs, offset_s=config.stream.offset_s, val_windows=3)
-    result = train(TrainConfig(shards=str(shards), out=run, recipe=recipe, seed=config.seed, workers=workers, progress=config.progress))
+    result = train(TrainConfig(shards=str(shards), out=run, recipe=config.recipe(), seed=config.seed, workers=workers, progress=config.progress))
     return DemoResult(corpus, shards, run, report, result, synthesis)
 
 

@@ -17,14 +17,11 @@ import torch
 
 from streamgenre.dist import resolve_device
 from streamgenre.errors import InputError
+from streamgenre.files import atomic_write, check_writable_folder
 from streamgenre.plots import plot_confusion
 from streamgenre.progress import progress_bar
-from streamgenre.shards import atomic_write
 from streamgenre.stream import Batch, SkipTally
-from streamgenre.windows import WindowPlan, combine_windows
-
-# Windows per forward pass when scoring whole clips: bounds memory whatever the plan or file length.
-WINDOWS_PER_FORWARD = 64
+from streamgenre.windows import WindowBatcher, WindowPlan, combine_windows
 
 log = logging.getLogger(__name__)
 
@@ -53,81 +50,56 @@ class Predictions:
 class _Clip:
     key: str
     label: int
-    chunks_left: int
-    probs: list[torch.Tensor] = field(default_factory=list)
+    windows_left: int
+    probs: list[torch.Tensor] = field(default_factory=list)  # (windows, classes) pieces, in order
 
 
-class _ClipScorer:
-    """Feeds windows of many clips through the model in forwards of at most `max_windows`.
+class _ClipTally:
+    """Clips whose windows are all scored, combined by the plan's vote, with single-window hits counted."""
 
-    Windows queue up across clips (and batches) so small clips share a forward pass; each
-    clip's probabilities are combined once its last chunk has been scored.
-    """
-
-    def __init__(self, model: torch.nn.Module, device: torch.device, plan: WindowPlan, max_windows: int):
-        self.model, self.device, self.plan, self.max_windows = model, device, plan, max_windows
-        self.queue: list[tuple[_Clip, torch.Tensor]] = []
-        self.queued = 0
-        self.rate: int | None = None
+    def __init__(self, plan: WindowPlan):
+        self.plan = plan
         self.done: list[_Clip] = []
         self.window_hits = self.windows = 0
 
-    def add(self, batch: Batch) -> None:
-        """Queue every clip of `batch`, scoring whenever a forward's worth is waiting."""
-        for row, key in enumerate(batch.keys):
-            waveform = batch.waveforms[row]
-            count = len(self.plan.starts(waveform.shape[-1], batch.sample_rate))
-            clip = _Clip(key, int(batch.labels[row]), chunks_left=-(-count // self.max_windows))
-            for chunk in self.plan.chunks(waveform, batch.sample_rate, self.max_windows):
-                if self.rate != batch.sample_rate or self.queued + len(chunk) > self.max_windows:
-                    self.flush()
-                self.rate = batch.sample_rate
-                self.queue.append((clip, chunk))
-                self.queued += len(chunk)
-
-    def flush(self) -> None:
-        """Score the queued windows in one forward pass."""
-        if not self.queue:
-            return
-        windows = torch.cat([chunk for _, chunk in self.queue]).to(self.device, non_blocking=True)  # (windows, samples)
-        probs = torch.softmax(self.model(windows, sample_rate=self.rate).float(), dim=1).cpu()
-        for (clip, _), part in zip(self.queue, probs.split([len(chunk) for _, chunk in self.queue])):
-            clip.probs.append(part)
-            clip.chunks_left -= 1
-            if clip.chunks_left == 0:
-                self._finish(clip)
-        self.queue, self.queued = [], 0
-
-    def _finish(self, clip: _Clip) -> None:
-        window_probs = torch.cat(clip.probs)  # (windows, classes)
-        self.window_hits += int((window_probs.argmax(dim=1) == clip.label).sum())
-        self.windows += len(window_probs)
-        clip.probs = [combine_windows(window_probs, self.plan.vote)]
-        self.done.append(clip)
+    def deliver(self, clip: _Clip, probs: torch.Tensor) -> None:
+        """Take ``(n, classes)`` probabilities of `clip`'s next windows; combine once the last has come."""
+        clip.probs.append(probs)
+        clip.windows_left -= len(probs)
+        if clip.windows_left == 0:
+            window_probs = torch.cat(clip.probs)  # (windows, classes)
+            self.window_hits += int((window_probs.argmax(dim=1) == clip.label).sum())
+            self.windows += len(window_probs)
+            clip.probs = [combine_windows(window_probs, self.plan.vote)]
+            self.done.append(clip)
 
 
 @torch.inference_mode()
-def predict_clips(
-    model: torch.nn.Module, clips: Iterable[Batch], plan: WindowPlan, device: torch.device, n_classes: int, max_windows: int = WINDOWS_PER_FORWARD
-) -> Predictions:
-    """Score every clip of `clips` by the windows `plan` picks, at most `max_windows` per forward.
+def predict_clips(model: torch.nn.Module, clips: Iterable[Batch], plan: WindowPlan, device: torch.device, n_classes: int) -> Predictions:
+    """Score every clip of `clips` by the windows `plan` picks, `windows.WINDOWS_PER_FORWARD` at most per forward.
 
     A batch row may be a whole clip (several planned windows) or a window the loader already
     cut (a plan with neither `windows` nor `hop_s` hears it as it is): one loop serves both.
+    Windows of many clips share forward passes (`windows.WindowBatcher`).
     """
     model.eval()
-    scorer = _ClipScorer(model, device, plan, max_windows)
+    tally = _ClipTally(plan)
+    batcher = WindowBatcher(model, device, tally.deliver)
     for batch in clips:
-        scorer.add(batch)
-    scorer.flush()
-    if not scorer.done:
+        for row, key in enumerate(batch.keys):
+            waveform = batch.waveforms[row]
+            clip = _Clip(key, int(batch.labels[row]), windows_left=len(plan.starts(waveform.shape[-1], batch.sample_rate)))
+            for chunk in plan.chunks(waveform, batch.sample_rate, batcher.size):
+                batcher.add(clip, chunk, batch.sample_rate)
+    batcher.flush()
+    if not tally.done:
         return Predictions([], np.zeros(0, np.int64), np.zeros((0, n_classes), np.float32))
     return Predictions(
-        [clip.key for clip in scorer.done],
-        np.array([clip.label for clip in scorer.done], dtype=np.int64),
-        torch.stack([clip.probs[0] for clip in scorer.done]).numpy(),
-        scorer.window_hits,
-        scorer.windows,
+        [clip.key for clip in tally.done],
+        np.array([clip.label for clip in tally.done], dtype=np.int64),
+        torch.stack([clip.probs[0] for clip in tally.done]).numpy(),
+        tally.window_hits,
+        tally.windows,
     )
 
 
@@ -183,6 +155,11 @@ class EvaluateConfig:
     device: str = "auto"
     workers: int | None = None
     progress: bool = True
+    max_skip_fraction: float = 0.01
+
+    def __post_init__(self):
+        if not 0 <= self.max_skip_fraction <= 1:
+            raise InputError(f"--max-skip-fraction must be within 0..1, got {self.max_skip_fraction}")
 
 
 @dataclass
@@ -208,27 +185,28 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     shards = config.shards or loaded.shards
     if not shards:
         raise InputError(f"{loaded.path} does not say which shards it was trained on: pass --shards")
-    source = open_split(shards, config.split, loaded.labels)
+    source = open_split(shards, config.split, loaded.labels, given_by=f"the checkpoint {loaded.path}")
     spec = loaded.spec
     plan = WindowPlan(spec.window_s, config.windows, config.hop_s, config.vote)
     whole_clips = config.windows is not None or config.hop_s is not None
     offset = spec.offset_s if config.offset_s is None else config.offset_s
     stream = evaluation_stream(spec.window_s, spec.sample_rate, spec.resample, offset, whole_clips)
     mode, description = _mode(plan if whole_clips else None, stream.offset_s, stream.duration_s)
+    out = config.out or (loaded.path.parent if loaded.path.is_file() else Path(config.run))
+    check_writable_folder(out, "--out")  # before minutes of scoring, not after
     log.info(f"evaluating {loaded.path} on the {config.split} split ({source.sample_count} clips): {description}")
     loader = make_loader(source, stream, config.workers, device.type == "cuda", split_nodes=False)
     tally = SkipTally()
     with progress_bar(total=source.sample_count, desc=f"evaluating {config.split}", unit="clip", enabled=config.progress) as bar:
         batches = _counted(tally.passing(iterate_epoch(loader, 0)), bar)
         predictions = predict_clips(loaded.model, batches, plan, device, len(source.labels))
+    tally.check(config.max_skip_fraction, config.split)
     summary = summarise(predictions, source.labels)
     summary["skipped"] = tally.total
     if tally.clamped:
         warn_clamped(tally.clamped, summary["samples"], stream)
     options = {"offset_s": None if whole_clips else stream.offset_s, "windows": asdict(plan) if whole_clips else "one window", "mode": mode}
     summary["options"] = {"run": str(loaded.path), "shards": shards, "split": config.split, **options}
-    out = config.out or (loaded.path.parent if loaded.path.is_file() else Path(config.run))
-    out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / f"eval-{config.split}-{mode}.json", out / f"confusion_matrix-{config.split}-{mode}.png"
     write_report(summary, json_path, png_path, f"{config.split} split, {description}")
     return EvaluateResult(summary, json_path, png_path)

@@ -6,15 +6,15 @@ mel, dB, normalisation, resize) and the softmax are inside, so a caller needs on
 The pretrained tagger (``export musicnn``) exports the same way, with 50 tag sigmoids instead.
 Batch and time axes are dynamic. Labels, rate and window length travel in the file's metadata.
 
-Nothing is assumed to work: the file is written to a temporary name, loaded back by its own
-runtime (onnxruntime, `torch.jit.load`), compared against PyTorch on audio windows, and only
-then renamed into place. onnx and onnxruntime are optional (the ``export`` extra).
+Nothing is assumed to work: the file is built in memory, written to a temporary name
+(`files.atomic_path`), loaded back by its own runtime (onnxruntime, `torch.jit.load`), compared
+against PyTorch on audio windows (a NaN anywhere fails), and only then renamed into place. onnx and onnxruntime are optional (the ``export`` extra).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -29,6 +29,7 @@ from streamgenre import __version__
 from streamgenre.audio import decode
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import DecodeError, InputError, StreamgenreError
+from streamgenre.files import atomic_path, check_writable, read_regular_file, remove_stale_temporaries
 from streamgenre.synth import make_clip
 from streamgenre.windows import WindowPlan
 
@@ -44,6 +45,9 @@ CHECK_WINDOWS_PER_CLIP = 4
 CHECK_BATCH = 16
 SYNTHETIC_CHECK_GENRES = ("rock", "ambient", "electronic")
 EXTRA_HINT = "pip install 'streamgenre[export]'"
+# Rates a waveform input may have: below 1 kHz nothing of music is left (and a resampler from 1 Hz
+# runs for minutes); 384 kHz is the highest rate audio hardware records.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384_000
 
 
 class ExportCheckError(StreamgenreError):
@@ -134,31 +138,42 @@ def export_run(
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     rate = int(loaded.spec.sample_rate if sample_rate is None else sample_rate)
-    if rate <= 0:
-        raise InputError(f"--sample-rate must be > 0 Hz, got {rate}")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InputError(f"--sample-rate must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, got {rate}")
     if fmt == "onnx":
         _require_onnx()
+    out = Path(out)
+    check_writable(out, "--out")
+    remove_stale_temporaries(out.parent, {out.name})  # what an export killed mid-write left
     loaded.model.cpu().eval()
     wrapper = ProbabilityModel(loaded, rate).eval()
     windows, source = _check_windows(loaded, rate, check_files)
     metadata = export_metadata(loaded, rate, fmt)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.tmp")
+    started = time.perf_counter()
+    data = _WRITERS[fmt](wrapper, windows[:2], metadata)  # in memory: a full disk cannot abort a C++ writer
+    seconds = time.perf_counter() - started
     try:
-        started = time.perf_counter()
-        _WRITERS[fmt](wrapper, windows[:2], temporary, metadata)
-        seconds = time.perf_counter() - started
-        check = check_exported(wrapper, temporary, fmt, windows, source)
-        if check.max_abs_diff > check.tolerance:
-            raise ExportCheckError(
-                f"the {fmt} file differs from PyTorch by up to {check.max_abs_diff:.2e} in probability "
-                f"(tolerance {check.tolerance:.0e}) on {check.windows} windows of {source}; not written"
-            )
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
+        with atomic_path(out) as temporary:
+            temporary.write_bytes(data)
+            check = check_exported(wrapper, temporary, fmt, windows, source)
+            _require_agreement(check, fmt)
+    except OSError as exn:
+        raise InputError(f"cannot write {out}: {exn.strerror or exn}; nothing was written") from None
     return ExportResult(out, fmt, out.stat().st_size, seconds, metadata, check)
+
+
+def _require_agreement(check: CheckResult, fmt: str) -> None:
+    """Refuse a file that disagrees with PyTorch beyond the tolerance, or gives NaN (on either side) anywhere."""
+    if check.max_abs_diff <= check.tolerance:  # False for NaN
+        return
+    if check.max_abs_diff != check.max_abs_diff:
+        raise ExportCheckError(
+            f"the {fmt} file or PyTorch gives NaN probabilities on {check.windows} windows of {check.source}: the checkpoint's weights are broken; not written"
+        )
+    raise ExportCheckError(
+        f"the {fmt} file differs from PyTorch by up to {check.max_abs_diff:.2e} in probability "
+        f"(tolerance {check.tolerance:.0e}) on {check.windows} windows of {check.source}; not written"
+    )
 
 
 def check_exported(wrapper: ProbabilityModel, path: Path, fmt: str, windows: torch.Tensor, source: str) -> CheckResult:
@@ -198,9 +213,10 @@ def load_exported(path: Path, fmt: str) -> tuple[Callable[[np.ndarray], np.ndarr
     return run, metadata
 
 
-def _write_onnx(wrapper: ProbabilityModel, example: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
+def _write_onnx(wrapper: ProbabilityModel, example: torch.Tensor, metadata: dict[str, str]) -> bytes:
     import onnx
 
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The legacy (TorchScript-based) exporter needs no onnxscript; its deprecation notice and
         # the tracer's "treated as a constant" notes are expected (the check below proves the result).
@@ -208,29 +224,31 @@ def _write_onnx(wrapper: ProbabilityModel, example: torch.Tensor, path: Path, me
         torch.onnx.export(
             wrapper,
             (example,),
-            str(path),
+            buffer,
             dynamo=False,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch", 1: "samples"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=ONNX_OPSET,
         )
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(buffer.getvalue())
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = "streamgenre genre classifier: " + metadata["input"] + " -> " + metadata["output"]
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    return proto.SerializeToString()
 
 
-def _write_torchscript(wrapper: ProbabilityModel, example: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
+def _write_torchscript(wrapper: ProbabilityModel, example: torch.Tensor, metadata: dict[str, str]) -> bytes:
     # Traced, not scripted: nnAudio and julius use Python that `torch.jit.script` cannot compile.
     # The trace is checked on a different batch size and length, so neither is frozen into it.
     other = torch.cat([example, example[:1]])[:, : max(example.shape[1] * 3 // 4, 1)]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(wrapper, (example,), check_inputs=[(other,)])
-        torch.jit.save(traced, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})  # deprecated, still the format
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: json.dumps(metadata)})  # deprecated, still the format
+    return buffer.getvalue()
 
 
 _WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript}
@@ -244,7 +262,7 @@ def _check_windows(loaded: LoadedModel, rate: int, files: list[Path] | None) -> 
         waveforms = []
         for path in files:
             try:
-                waveforms.append(decode(Path(path).read_bytes(), rate=rate).samples)
+                waveforms.append(decode(read_regular_file(Path(path)), rate=rate).samples)
             except (DecodeError, OSError) as exn:
                 raise InputError(f"cannot use {path} to check the export: {exn}") from exn
         source = ", ".join(Path(path).name for path in files) if len(files) <= 3 else f"{len(files)} files"

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 import random
-import secrets
 import shutil
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -38,6 +35,7 @@ import streamgenre
 from streamgenre.audio import AudioInfo, probe
 from streamgenre.dist import default_workers
 from streamgenre.errors import DamagedAudioError, DecodeError, InputError
+from streamgenre.files import atomic_write
 from streamgenre.progress import progress_bar
 from streamgenre.shards import (
     INDEX_NAME,
@@ -46,13 +44,13 @@ from streamgenre.shards import (
     SampleMeta,
     ShardEntry,
     ShardIndex,
-    atomic_write,
     shard_name,
     write_index,
     write_shard,
 )
 from streamgenre.sources import SUBSETS, Track, discover
 from streamgenre.splits import assign_splits, label_names
+from streamgenre.staging import make_staging, publish, remove_stale_staging
 from streamgenre.units import Seconds
 
 log = logging.getLogger(__name__)
@@ -195,7 +193,7 @@ def pack(config: PackConfig, progress: bool = True) -> PackReport:
         InputError: a bad SOURCE, option or output folder, or no file could be packed.
     """
     started = time.perf_counter()
-    _remove_stale_staging(config.out)
+    remove_stale_staging(config.out)
     _check_out(config)
     tracks = list(discover(config.source, config.metadata, config.subset))
     if not tracks:
@@ -205,7 +203,7 @@ def pack(config: PackConfig, progress: bool = True) -> PackReport:
     chosen = _select(tracks, labels, config, rejected)
     _check_training_clips(chosen, config)  # before minutes of probing; again after it
     with _terminate_as_exit():
-        staging = _make_staging(config.out)
+        staging = make_staging(config.out)
         try:
             with _worker_pool(config.workers or default_workers()) as pool:
                 probed = _probe_all(chosen, config.min_duration_s, pool, rejected, progress)
@@ -215,7 +213,7 @@ def pack(config: PackConfig, progress: bool = True) -> PackReport:
             index = ShardIndex(labels, _count(jobs, labels), entries, config.options(), streamgenre.__version__)
             write_index(staging / INDEX_NAME, index)
             _write_rejected(staging / REJECTED_NAME, rejected)
-            _publish(staging, config.out)
+            publish(staging, config.out, _KEPT_NAMES)
         except BaseException as exn:
             shutil.rmtree(staging, ignore_errors=True)
             if isinstance(exn, OSError):
@@ -243,96 +241,6 @@ def _check_out(config: PackConfig) -> None:
             raise InputError(f"--out {out} is not empty (it holds {extra[0]} and {len(extra) - 1} more); pass --overwrite to replace it")
 
 
-def _make_staging(out: Path) -> Path:
-    """A fresh hidden folder beside DIR (same file system, so publishing is a rename).
-
-    Its name holds this process id and `_OWNER_NAME` inside says which process on which host
-    made it, so a later pack can tell a folder left by a killed pack from one still in use.
-    """
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-        staging.mkdir()
-    except OSError as exn:
-        raise InputError(f"cannot write to --out {out} (a pack is written beside it, in {out.parent}, then moved): {exn.strerror or exn}") from None
-    try:
-        (staging / _OWNER_NAME).write_text(json.dumps(_owner()))
-    except OSError as exn:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise InputError(f"cannot write to --out {out}: {exn.strerror or exn}") from None
-    return staging
-
-
-_OWNER_NAME = ".owner.json"
-
-
-def _owner(pid: int | None = None) -> dict[str, Any]:
-    pid = os.getpid() if pid is None else pid
-    return {"pid": pid, "host": socket.gethostname(), "started": _process_start(pid)}
-
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
-
-
-def _owner_alive(owner: dict[str, Any]) -> bool | None:
-    """True while the process that wrote `owner` runs, False once it is gone, None if it cannot be told."""
-    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
-        return None
-    try:
-        os.kill(owner["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it runs, as another user
-    started = owner.get("started")
-    return started is None or _process_start(owner["pid"]) in (None, started)
-
-
-def _remove_stale_staging(out: Path) -> None:
-    """Remove the staging folders of packs into `out` that were killed (their process is gone).
-
-    If a pack died between retiring the old DIR and moving the new one in, the old DIR is put back.
-    """
-    if not out.parent.is_dir():
-        return
-    prefix = f".{out.name}."
-    for path in sorted(out.parent.iterdir()):
-        kind = path.name[len(prefix) :].split("-", 1)[0] if path.name.startswith(prefix) else None
-        if kind not in ("tmp", "old") or not path.is_dir():
-            continue
-        owner = _read_owner(path)
-        alive = None if owner is None else _owner_alive(owner)
-        if alive is None:
-            log.warning(
-                "left %s in place: it looks like an interrupted pack's, but which process made it cannot be told; remove it by hand if no pack runs", path
-            )
-        elif not alive:
-            if kind == "old" and not out.exists():
-                path.rename(out)
-                log.warning("restored %s from %s, left by pack process %d that was killed while replacing it", out, path.name, owner["pid"])
-            else:
-                shutil.rmtree(path, ignore_errors=True)
-                log.warning("removed %s, left by pack process %d that is gone (killed before it finished)", path, owner["pid"])
-
-
-def _read_owner(path: Path) -> dict[str, Any] | None:
-    """The owner of a staging folder: its owner file, else the pid in its name (this host assumed)."""
-    try:
-        owner = json.loads((path / _OWNER_NAME).read_text())
-        if isinstance(owner, dict):
-            return owner
-    except (OSError, ValueError):
-        pass
-    parts = path.name.rsplit(".", 1)[-1].split("-")  # tmp-<pid>-<hex>
-    return {"pid": int(parts[1]), "host": socket.gethostname()} if len(parts) == 3 and parts[1].isdigit() else None
-
-
 def _os_failure(exn: OSError, config: PackConfig, staging: Path) -> InputError:
     """One line for a file-system error while packing: a write into DIR, or a SOURCE file that went away."""
     name = Path(exn.filename) if exn.filename else None
@@ -357,21 +265,6 @@ def _terminate_as_exit() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Move the finished staging folder to DIR, keeping DIR's README and dropping the rest of it."""
-    (staging / _OWNER_NAME).unlink(missing_ok=True)  # the pid in the folder's name still says whose it is
-    for name in _KEPT_NAMES:
-        if (out / name).is_file():
-            shutil.copy2(out / name, staging / name)
-    if not out.exists():
-        staging.rename(out)
-        return
-    retired = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    out.rename(retired)
-    staging.rename(out)
-    shutil.rmtree(retired)
 
 
 # -- selection -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """PNG plots people would rather look at than read: training curves, confusion matrices, bars.
 
-Only the output files of a run are drawn here; each is written atomically (tmp + rename).
+Only the output files of a run are drawn here; each is written atomically (`files.atomic_path`).
 Figures are built with matplotlib's object API (`Figure` + `savefig`, which draws with Agg for
 PNG), so importing this module changes no global matplotlib state: no backend switch and no
 pyplot figure registry for the programs that import `train`.
@@ -8,11 +8,12 @@ pyplot figure registry for the programs that import `train`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from streamgenre.files import atomic_path
 
 
 def plot_curves(history: list[dict], metric: str, path: Path, best_epoch: int | None = None) -> None:
@@ -76,10 +77,6 @@ def plot_bars(names: list[str], values: list[float], path: Path, title: str, xla
 
 
 def _save(figure: Figure, path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp.png")
-    try:
-        figure.tight_layout()
-        figure.savefig(temporary, dpi=110)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")  # the temporary's name has no .png to go by

@@ -1,10 +1,10 @@
 """`streamgenre predict`: what genre is this song? Any audio file, the whole clip heard.
 
 Each file is decoded as a stream, block by block, and cut into windows as the blocks arrive;
-windows (from one file or several) go through the model `WINDOWS_PER_FORWARD` at a time. A file
+windows (from one file or several) go through the model `windows.WINDOWS_PER_FORWARD` at a time. A file
 that cannot be decoded becomes an error result, never a crash.
 
-Memory is bounded whatever the file's length: at most `WINDOWS_PER_FORWARD` windows and the
+Memory is bounded whatever the file's length: at most `windows.WINDOWS_PER_FORWARD` windows and the
 model's activations for them, plus about one window and one hop of decoded audio and the block
 being decoded. Only the window probabilities (windows x classes floats: 1200 x 8 x 4 bytes for
 an hour heard in 3-s windows) grow with the file. With ``--windows N`` the file is decoded twice:
@@ -18,6 +18,7 @@ for 64 windows.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,10 +30,11 @@ import torch
 from streamgenre.audio import decode_blocks
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import DecodeError, InputError
-from streamgenre.windows import WindowPlan, combine_windows
+from streamgenre.files import is_temporary
+from streamgenre.windows import WindowBatcher, WindowPlan, combine_windows
 
+log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aiff", ".aif", ".wma"}
-WINDOWS_PER_FORWARD = 64
 
 
 @dataclass
@@ -61,12 +63,17 @@ def expand_inputs(arguments: Iterable[str], stdin_lines: Iterable[str] = ()) -> 
         if argument == "-":
             paths += [Path(line.strip()) for line in stdin_lines if line.strip()]
         elif Path(argument).is_dir():
-            paths += sorted(p for p in Path(argument).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and (p.is_file() or p.is_symlink()))
+            paths += sorted(p for p in Path(argument).rglob("*") if _is_audio_name(p) and (p.is_file() or p.is_symlink()))
         else:
             paths.append(Path(argument))
     if not paths:
         raise InputError("no audio files to predict: give files, folders or - (paths on stdin)")
     return paths
+
+
+def _is_audio_name(path: Path) -> bool:
+    """An audio suffix, and not the temporary file of a write in progress (or killed) such as `tag --write`'s."""
+    return path.suffix.lower() in AUDIO_SUFFIXES and not is_temporary(path)
 
 
 @dataclass(eq=False)
@@ -81,25 +88,51 @@ class _File:
 
 
 def predict_files(loaded: LoadedModel, paths: list[Path], plan: WindowPlan, top: int, device: torch.device) -> Iterator[FilePrediction]:
-    """Yield one prediction per path, in order; windows of consecutive files share forward passes."""
+    """Yield one prediction per path, in order; windows of consecutive files share forward passes.
+
+    A file that fails in any way is one error result and costs no other file anything. If the
+    run itself stops (Ctrl-C, a failing forward pass), what is queued is still scored and yielded
+    first, so nothing already heard is lost.
+    """
     if top < 1:
         raise InputError(f"--top must be >= 1, got {top}")
     if loaded.multi_label and plan.vote != "mean":
         raise InputError(f"--vote {plan.vote}: a tagger's tags are independent, not one choice per window; use --vote mean")
-    forward = _Forward(loaded, device)
+    batcher = WindowBatcher(loaded.model, device, _deliver, probabilities=loaded.probabilities)
     waiting: deque[_File] = deque()
-    for path in paths:
-        item = _File(path)
-        waiting.append(item)
-        try:
-            for window, rate in stream_windows(path, loaded, plan):
-                forward.add(item, window, rate)
-        except (DecodeError, OSError) as exn:
-            item.error = str(exn)
-        item.decoded = True
+    try:
+        for path in paths:
+            item = _File(path)
+            waiting.append(item)
+            _queue_windows(item, batcher, loaded, plan)
+            yield from _finished(waiting, loaded, plan, top)
+    except GeneratorExit:
+        raise
+    except BaseException:
+        batcher.flush()
         yield from _finished(waiting, loaded, plan, top)
-    forward.flush()
+        raise
+    batcher.flush()
     yield from _finished(waiting, loaded, plan, top)
+
+
+def _queue_windows(item: _File, batcher: WindowBatcher[_File], loaded: LoadedModel, plan: WindowPlan) -> None:
+    """Decode one file into the batcher; any failure of the file becomes its error (never the run's)."""
+    try:
+        for window, rate in stream_windows(item.path, loaded, plan):
+            item.pending += 1
+            batcher.add(item, window[None], rate)
+    except (DecodeError, OSError) as exn:
+        item.error = str(exn)
+    except Exception as exn:  # noqa: BLE001 (one odd file must not cost the others their predictions)
+        log.debug("unexpected failure on %s", item.path, exc_info=True)
+        item.error = f"cannot decode it: unexpected {type(exn).__name__}: {exn}"
+    item.decoded = True
+
+
+def _deliver(item: _File, probs: torch.Tensor) -> None:
+    item.probs.extend(probs)
+    item.pending -= len(probs)
 
 
 def _finished(waiting: deque[_File], loaded: LoadedModel, plan: WindowPlan, top: int) -> Iterator[FilePrediction]:
@@ -112,37 +145,6 @@ def _finished(waiting: deque[_File], loaded: LoadedModel, plan: WindowPlan, top:
         clip = combine_windows(torch.stack(item.probs), plan.vote)
         best = torch.argsort(clip, descending=True)[:top].tolist()
         yield FilePrediction(str(item.path), [(loaded.labels[k], float(clip[k])) for k in best], len(item.probs))
-
-
-class _Forward:
-    """Windows waiting for the model: one forward pass per `WINDOWS_PER_FORWARD` windows of one rate."""
-
-    def __init__(self, loaded: LoadedModel, device: torch.device):
-        self.loaded, self.device = loaded, device
-        self.windows: list[torch.Tensor] = []
-        self.owners: list[_File] = []
-        self.rate: int | None = None
-
-    def add(self, owner: _File, window: torch.Tensor, rate: int) -> None:
-        if self.rate != rate:
-            self.flush()
-            self.rate = rate
-        self.windows.append(window)
-        self.owners.append(owner)
-        owner.pending += 1
-        if len(self.windows) >= WINDOWS_PER_FORWARD:
-            self.flush()
-
-    @torch.inference_mode()
-    def flush(self) -> None:
-        if not self.windows:
-            return
-        stacked = torch.stack(self.windows).to(self.device)  # (windows, samples)
-        probs = self.loaded.probabilities(self.loaded.model(stacked, sample_rate=self.rate)).cpu()
-        for owner, row in zip(self.owners, probs, strict=True):
-            owner.probs.append(row)
-            owner.pending -= 1
-        self.windows, self.owners = [], []
 
 
 def stream_windows(path: Path, loaded: LoadedModel, plan: WindowPlan) -> Iterator[tuple[torch.Tensor, int]]:

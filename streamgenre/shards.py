@@ -10,16 +10,15 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 import tarfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
 from streamgenre.errors import ShardFormatError
+from streamgenre.files import atomic_write
 
 SPLITS = ("train", "val", "test")
 INDEX_NAME = "index.json"
@@ -255,20 +254,6 @@ def write_index(path: Path, index: ShardIndex) -> None:
         stream.write(json.dumps(index.to_dict(), indent=2).encode())
 
 
-@contextmanager
-def atomic_write(path: Path) -> Iterator[io.BufferedWriter]:
-    """Open ``path.tmp`` for writing and move it over `path` only if the block succeeds."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with open(temporary, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def write_shard(path: Path, samples: Iterable[tuple[str, bytes, dict[str, Any] | SampleMeta]]) -> ShardEntry:
     """Write a reproducible tar of ``(key, mp3_bytes, metadata)`` samples; returns its entry.
 
@@ -326,11 +311,15 @@ def verify_shards(location: str | Path, index: ShardIndex) -> Iterator[ShardChec
     block by block, so memory stays flat whatever the shard size.
     """
     for entry in sorted(index.shards, key=lambda entry: entry.name):
-        yield verify_shard(member_url(str(location), entry.name), entry)
+        yield verify_shard(member_url(str(location), entry.name), entry, index.labels)
 
 
-def verify_shard(url: str, entry: ShardEntry) -> ShardCheck:
-    """Read one shard (a path or anything webdataset's gopen opens) and compare it with its entry."""
+def verify_shard(url: str, entry: ShardEntry, labels: list[str] | None = None) -> ShardCheck:
+    """Read one shard (a path or anything webdataset's gopen opens) and compare it with its entry.
+
+    With `labels` (index.json's), each sample's json member must name one of them (and, where it
+    gives a label number, that genre's): a sample of another genre would be skipped by every reader.
+    """
     reader = _HashingReader()
     problems = []
     try:
@@ -339,10 +328,9 @@ def verify_shard(url: str, entry: ShardEntry) -> ShardCheck:
         return ShardCheck(entry, 0, 0, "", f"cannot open: {_failure(exn)}")
     try:
         reader.stream = stream
-        samples, tar_problem = _count_samples(reader)
+        samples, tar_problem, label_problem = _count_samples(reader, labels)
         reader.drain()
-        if tar_problem:
-            problems.append(tar_problem)
+        problems += [problem for problem in (tar_problem, label_problem) if problem]
     except Exception as exn:  # noqa: BLE001 (a failing pipe or connection, mid-stream)
         problems.append(f"read failed after {reader.size} bytes: {_failure(exn)}")
         samples = 0
@@ -369,9 +357,14 @@ def _open_shard(url: str) -> IO[bytes]:
     return open(url, "rb")
 
 
-def _count_samples(reader: _HashingReader) -> tuple[int, str | None]:
-    """Samples as webdataset groups them (consecutive members sharing a key), read as a stream."""
-    samples, key = 0, None
+def _count_samples(reader: _HashingReader, labels: list[str] | None = None) -> tuple[int, str | None, str | None]:
+    """Samples as webdataset groups them (consecutive members sharing a key), read as a stream.
+
+    Returns:
+        ``(samples, tar problem, label problem)``; the label problem names the samples whose
+        json member is malformed or whose genre (or label number) does not match `labels`.
+    """
+    samples, key, mislabelled = 0, None, []
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for member in tar:
@@ -380,9 +373,27 @@ def _count_samples(reader: _HashingReader) -> tuple[int, str | None]:
                     continue
                 if match.group(1) != key:
                     samples, key = samples + 1, match.group(1)
+                if labels is not None and match.group(2) == META_MEMBER:
+                    problem = _label_problem(tar.extractfile(member).read(), labels)
+                    mislabelled += [f"{key} ({problem})"] if problem else []
     except (tarfile.TarError, EOFError, OSError) as exn:
-        return samples, f"tar damaged after {samples} samples: {exn}"
-    return samples, None
+        return samples, f"tar damaged after {samples} samples: {exn}", None
+    if not mislabelled:
+        return samples, None, None
+    return samples, None, f"{len(mislabelled)} samples do not match index.json's labels, e.g. {mislabelled[0]}"
+
+
+def _label_problem(data: bytes, labels: list[str]) -> str | None:
+    """Why a sample's json member does not fit index.json's `labels`; None when it does."""
+    try:
+        meta = SampleMeta.from_json(data)
+    except ShardFormatError as exn:
+        return str(exn)
+    if meta.genre not in labels:
+        return f"genre {meta.genre!r} is not in index.json"
+    if meta.label is not None and meta.label != labels.index(meta.genre):
+        return f"label {meta.label} but {meta.genre!r} is label {labels.index(meta.genre)}"
+    return None
 
 
 class _HashingReader(io.RawIOBase):

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from streamgenre.errors import InputError
+from streamgenre.files import read_regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Track:
             OSError: the file or archive member cannot be read.
         """
         if self.member is None:
-            return self.path.read_bytes()
+            return read_regular_file(self.path)  # a FIFO or /dev/zero named in a manifest: refused, not read
         try:
             return _open_archive(self.path, os.getpid()).read(self.member)
         except (zipfile.BadZipFile, KeyError, RuntimeError) as exn:
@@ -146,8 +147,10 @@ def _sorted_entries(folder: Path) -> list[Path]:
 def _walk(folder: Path, genre_roots: frozenset[Path], seen: set[Path]) -> Iterator[tuple[Path, tuple[str, str] | None]]:
     """Files below `folder` in path order, each with None or the problem that keeps it out.
 
-    A linked folder is followed, unless it leads into a genre folder (its files are packed
-    from there, under their own genre) or back up the walk (`seen`: the real paths walked).
+    A linked folder is followed, unless it leads into a genre folder or to a folder holding one
+    (SOURCE itself: its files are packed from there, under their own genre) or back up the walk
+    (`seen`: the real paths walked). A linked file inside a genre folder is packed from there
+    only: a file reached twice is packed once, under its real folder.
     """
     try:
         entries = _sorted_entries(folder)
@@ -161,12 +164,14 @@ def _walk(folder: Path, genre_roots: frozenset[Path], seen: set[Path]) -> Iterat
             real = path.resolve()
             if real in seen:
                 yield path, (UNREADABLE, f"a link to {real}, a folder already read")
-            elif path.is_symlink() and any(real == root or root in real.parents for root in genre_roots):
-                yield path, (LINKED, f"a link to {real}, packed from there under its own genre")
+            elif path.is_symlink() and any(real == root or root in real.parents or real in root.parents for root in genre_roots):
+                yield path, (LINKED, f"a link to {real}, which holds or is in a genre folder: packed from there under its own genre")
             else:
                 yield from _walk(path, genre_roots, seen | {real})
         elif path.is_file():
-            yield path, None
+            real = path.resolve()
+            inside = path.is_symlink() and any(root in real.parents for root in genre_roots)
+            yield path, (LINKED, f"a link to {real}, packed from there under its own genre") if inside else None
         else:
             kind = "a broken link" if path.is_symlink() else "not a regular file"
             yield path, (UNREADABLE, kind)

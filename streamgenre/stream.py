@@ -21,7 +21,7 @@ import webdataset as wds
 
 from streamgenre.audio import Window, decode
 from streamgenre.dist import default_workers
-from streamgenre.errors import DecodeError, InputError, ShardFormatError
+from streamgenre.errors import DecodeError, InputError, ShardFormatError, StreamgenreError
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
 from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SampleMeta, ShardIndex, read_index, shard_urls
 from streamgenre.units import Seconds
@@ -119,13 +119,22 @@ class ShardStream(torch.utils.data.IterableDataset):
     epoch from a pickled copy, so the shard and sample order must come from the epoch number.
     """
 
-    def __init__(self, urls: list[str], label_of_genre: dict[str, int], config: StreamConfig, split_nodes: bool = True, counts: list[int] | None = None):
+    def __init__(
+        self,
+        urls: list[str],
+        label_of_genre: dict[str, int],
+        config: StreamConfig,
+        split_nodes: bool = True,
+        counts: list[int] | None = None,
+        known_genres: frozenset[str] | None = None,
+    ):
         super().__init__()
         if not urls:
             raise InputError("no shards to read")
         self.urls = urls
         self.expected = dict(zip(urls, counts, strict=True)) if counts is not None else None
         self.label_of_genre = label_of_genre
+        self.known_genres = frozenset(label_of_genre) if known_genres is None else known_genres
         self.config = config
         self.split_nodes = split_nodes
         self.epoch = 0
@@ -144,7 +153,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             wds.split_by_worker,
             partial(read_shards, expected=self.expected),
             *([wds.shuffle(self.config.shuffle_buffer, initial=self.config.shuffle_buffer, seed=seed)] if self.config.shuffle_buffer > 1 else []),
-            partial(decode_windows, label_of_genre=self.label_of_genre, config=self.config, epoch=self.epoch),
+            partial(decode_windows, label_of_genre=self.label_of_genre, config=self.config, epoch=self.epoch, known_genres=self.known_genres),
             *([partial(shuffle_windows, size=self.config.window_buffer, rng=random.Random(seed))] if self.config.windows_per_clip > 1 else []),
             partial(batch_windows, batch_size=1 if self.config.whole_clips else self.config.batch_size),
         )
@@ -210,9 +219,15 @@ def _reason(exn: Exception) -> str:
 
 
 def decode_windows(
-    samples: Iterable[dict | _Fatal], label_of_genre: dict[str, int], config: StreamConfig, epoch: int = 0
+    samples: Iterable[dict | _Fatal], label_of_genre: dict[str, int], config: StreamConfig, epoch: int = 0, known_genres: frozenset[str] | None = None
 ) -> Iterator[_Decoded | _Skipped | _Fatal]:
-    """Decode the configured window(s) of each sample; samples of other genres are dropped."""
+    """Decode the configured window(s) of each sample.
+
+    Samples of genres index.json lists but `label_of_genre` leaves out (a ``--genres`` subset)
+    are dropped; a sample whose genre index.json does not list at all (`known_genres`, default:
+    the selected ones) is a counted skip, never a silent loss.
+    """
+    known_genres = frozenset(label_of_genre) if known_genres is None else known_genres
     for sample in samples:
         if isinstance(sample, _Fatal):
             yield sample
@@ -228,6 +243,9 @@ def decode_windows(
             yield _Skipped(key, str(exn))
             continue
         if meta.genre not in label_of_genre:
+            if meta.genre not in known_genres:
+                log.warning("skipping %s from %s: its genre %r is not in index.json", key, sample.get("__url__"), meta.genre)
+                yield _Skipped(key, f"genre {meta.genre!r} is not in index.json")
             continue
         clip_s = config.duration_s if meta.duration_s is None else meta.duration_s
         try:
@@ -344,17 +362,22 @@ def evaluation_stream(duration_s: Seconds, sample_rate: int, resample: str, offs
 class SplitSource:
     """Everything the loader needs to know about one split of a packed directory.
 
-    `counts` (one per URL, from index.json) lets the loader notice a shard that ends early.
+    `counts` (one per URL, from index.json) lets the loader notice a shard that ends early;
+    `known_labels` (index.json's, default: `labels`) tells a genre left out by ``--genres`` from
+    one the index does not know (a skip).
     """
 
     urls: list[str]
     labels: list[str]
     sample_count: int
     counts: list[int] | None = None
+    known_labels: list[str] | None = None
 
 
-def open_split(directory: str, split: str, genres: list[str] | None = None, index: ShardIndex | None = None) -> SplitSource:
+def open_split(directory: str, split: str, genres: list[str] | None = None, index: ShardIndex | None = None, given_by: str = "--genres") -> SplitSource:
     """Resolve a split's shard URLs and label names from index.json (optionally a genre subset).
+
+    `given_by` names where `genres` came from in the messages (the user's option, or a checkpoint).
 
     Raises:
         InputError: an unknown genre or a split with no shards.
@@ -364,14 +387,14 @@ def open_split(directory: str, split: str, genres: list[str] | None = None, inde
     labels = list(genres) if genres else list(index.labels)
     repeated = sorted({genre for genre in labels if labels.count(genre) > 1})
     if repeated:
-        raise InputError(f"--genres names {', '.join(repeated)} more than once; each genre is one class")
+        raise InputError(f"{given_by} names {', '.join(repeated)} more than once; each genre is one class")
     unknown = [genre for genre in labels if genre not in index.labels]
     if unknown:
-        raise InputError(f"--genres: {', '.join(unknown)} not in the packed labels; known: {', '.join(index.labels)}")
+        raise InputError(f"{given_by} names {', '.join(unknown)}, not in the packed labels of {directory} (known: {', '.join(index.labels)})")
     urls = shard_urls(directory, index, split)
     if not urls:
         raise InputError(f"{directory} has no {split} shards (splits present: {', '.join(sorted({e.split for e in index.shards}))})")
-    return SplitSource(urls, labels, index.split_count(split, labels), [entry.count for entry in index.split_shards(split)])
+    return SplitSource(urls, labels, index.split_count(split, labels), [entry.count for entry in index.split_shards(split)], list(index.labels))
 
 
 def make_loader(
@@ -385,7 +408,8 @@ def make_loader(
     if workers < 0:
         raise InputError(f"--workers must be >= 0 (0 reads in the main process), got {workers}")
     workers = min(workers, len(source.urls))  # a worker with no shard would only idle
-    dataset = ShardStream(source.urls, {genre: i for i, genre in enumerate(source.labels)}, config, split_nodes, source.counts)
+    known = frozenset(source.known_labels or source.labels)
+    dataset = ShardStream(source.urls, {genre: i for i, genre in enumerate(source.labels)}, config, split_nodes, source.counts, known)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=None,
@@ -403,18 +427,44 @@ def expected_batches(source: SplitSource, config: StreamConfig, workers: int) ->
 
 @dataclass
 class SkipTally:
-    """Totals the undecodable samples that batches report, passing on the non-empty batches."""
+    """The one count of skipped samples, for every consumer of a stream (train, validation, test, evaluate).
+
+    A sample is skipped when its audio does not decode, its json member is malformed, or its
+    genre is not in index.json; worker processes report skips on the batches, totalled here.
+    """
 
     total: int = 0
     clamped: int = 0  # windows taken earlier than asked: the clip ends before offset + duration
+    rows: int = 0  # windows (or whole clips) that did come through
 
     def passing(self, batches: Iterable[Batch]) -> Iterator[Batch]:
         """Yield the batches that hold samples; count every batch's skips and clamped windows."""
         for batch in batches:
             self.total += batch.skipped
             self.clamped += batch.clamped
+            self.rows += len(batch)
             if len(batch):
                 yield batch
+
+    def check(self, max_fraction: float, split: str) -> None:
+        """`check_skips` on this tally's counts."""
+        check_skips(self.total, self.rows, max_fraction, split)
+
+
+def check_skips(skipped: int, read: int, max_fraction: float, split: str) -> None:
+    """Say how many samples were skipped, and stop above `max_fraction` of those seen.
+
+    Raises:
+        StreamgenreError: more than `max_fraction` skipped.
+    """
+    seen = read + skipped
+    if skipped:
+        log.warning("%s: %d of %d samples were skipped (undecodable audio, a malformed json member or a genre not in index.json)", split, skipped, seen)
+    if seen and skipped / seen > max_fraction:
+        raise StreamgenreError(
+            f"{split}: {skipped} of {seen} samples were skipped ({skipped / seen:.1%} > --max-skip-fraction {max_fraction:.1%}); "
+            "the warnings above say why; check the shards with `streamgenre info --verify` or re-pack them"
+        )
 
 
 def warn_clamped(clamped: int, windows: int, config: StreamConfig) -> None:

@@ -15,9 +15,9 @@ was or fully tagged. mutagen rewrites only tag blocks; the audio frames stay byt
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +26,11 @@ import torch
 
 from streamgenre.checkpoint import LoadedModel
 from streamgenre.errors import InputError
+from streamgenre.files import atomic_path, remove_stale_temporaries, require_regular_file
 from streamgenre.predict import predict_files
 from streamgenre.windows import WindowPlan
 
+log = logging.getLogger(__name__)
 EXTRA_HINT = "pip install 'streamgenre[tag]'"
 CSV_COLUMNS = ("path", "current_genre", "predicted_genre", "probability", "action", "error")
 
@@ -174,6 +176,7 @@ def tag_files(
     if top < 1:
         raise InputError(f"--top must be >= 1, got {top}")
     vocabulary = vocabulary or genre_vocabulary(loaded)
+    _remove_stale_copies(paths)
     current: dict[int, list[str]] = {}
     readable: list[Path] = []
     errors: dict[int, str] = {}
@@ -206,6 +209,17 @@ def tag_files(
         yield row
 
 
+def _remove_stale_copies(paths: list[Path]) -> None:
+    """Remove the temporary copies a `tag --write` killed mid-write left beside these files."""
+    names: dict[Path, set[str]] = {}
+    for path in paths:
+        target = Path(os.path.realpath(path))
+        names.setdefault(target.parent, set()).add(target.name)
+    for folder, targets in names.items():
+        for busy in remove_stale_temporaries(folder, targets):
+            log.warning("left %s: another streamgenre process is writing it", busy)
+
+
 def _decide(current: list[str], genres: list[tuple[str, float]], min_probability: float, overwrite: bool) -> str:
     if genres[0][1] < min_probability:
         return UNSURE
@@ -236,6 +250,7 @@ def _open(path: Path, kind=None):
     import mutagen
 
     try:
+        require_regular_file(path)  # mutagen would block on a FIFO
         audio = kind(path) if kind else mutagen.File(path)
     except (mutagen.MutagenError, OSError) as exn:
         raise TagFormatError(f"cannot read its tags: {exn}") from None
@@ -272,7 +287,7 @@ def write_genre(path: Path, genres: list[str]) -> None:
     Several genres are several values, as each format keeps them: TCON's list (ID3v2.4 separates
     them with NUL; mutagen joins them with "/" in an ID3v2.3 tag), repeated Vorbis GENRE
     comments, several ``©gen`` items. The file is copied to a temporary file in its folder (same mode, same owner where allowed),
-    the copy is tagged and fsynced, then renamed over the original (a symlink's target).
+    the copy is tagged, then `files.atomic_path` fsyncs it and renames it over the original (a symlink's target).
 
     Raises:
         TagFormatError: the format cannot be read or tagged.
@@ -282,10 +297,7 @@ def write_genre(path: Path, genres: list[str]) -> None:
 
     target = Path(os.path.realpath(path))
     _, name = _open(target)  # fail before copying anything
-    handle, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tagging{target.suffix}")
-    os.close(handle)
-    temporary = Path(temporary_name)
-    try:
+    with atomic_path(target) as temporary:
         shutil.copyfile(target, temporary)
         shutil.copymode(target, temporary)
         _copy_owner(target, temporary)
@@ -300,12 +312,6 @@ def write_genre(path: Path, genres: list[str]) -> None:
         else:
             audio.tags[_FIELDS[name]] = genres
             audio.save()
-        with open(temporary, "rb+") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-        _fsync_folder(target.parent)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _class_of(name: str):
@@ -327,17 +333,3 @@ def _copy_owner(source: Path, destination: Path) -> None:
             os.chown(destination, info.st_uid, info.st_gid)
         except PermissionError:
             pass
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    except OSError:
-        pass
-    finally:
-        os.close(handle)

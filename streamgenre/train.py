@@ -44,6 +44,7 @@ from streamgenre.dist import (
 )
 from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import Predictions, predict_clips, summarise, write_report
+from streamgenre.files import atomic_write, remove_stale_temporaries
 from streamgenre.frontend import config_from_dict
 from streamgenre.lock import run_lock
 from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig, default_frontend
@@ -51,12 +52,13 @@ from streamgenre.models import model_names, model_spec
 from streamgenre.plots import plot_curves
 from streamgenre.progress import progress_bar
 from streamgenre.recipes import MODERN, Recipe, learning_rate
-from streamgenre.shards import atomic_write, is_remote, read_index
+from streamgenre.shards import is_remote, read_index
 from streamgenre.stream import (
     Batch,
     SkipTally,
     SplitSource,
     StreamConfig,
+    check_skips,
     evaluation_stream,
     expected_batches,
     iterate_epoch,
@@ -231,6 +233,8 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
     if dist.is_main:
         _prepare_run_dir(out, config.resume)
     with run_lock(out) if dist.is_main else nullcontext():  # one run per folder
+        if dist.is_main:
+            remove_stale_temporaries(out)  # half-written checkpoints or plots of a run killed mid-save
         torch.manual_seed(config.seed)
         run = _start_run(config, train_source, dist, device, workers)
         if config.resume:
@@ -245,7 +249,8 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
             stats = _train_epoch(run, train_loader, train_source, epoch)
             train_seconds += time.perf_counter() - epoch_started
             train_windows += stats.count
-            _check_skips(stats.skipped, stats.count, config.max_skip_fraction, "train")
+            check_skips(stats.skipped, stats.count, config.max_skip_fraction, "train")
+            _check_read_something(stats, epoch)
             row = {"epoch": epoch + 1, **_rates(stats, "train"), "lr": learning_rate(config.recipe, run.step, run.total_steps)}
             row["seconds"] = round(time.perf_counter() - epoch_started, 2)
             if val_loader is not None:
@@ -484,7 +489,7 @@ def _validate(run: _Run, loader: torch.utils.data.DataLoader) -> dict:
         device=run.device,
     )
     loss_sum, correct, clips, window_hits, windows, skipped = all_reduce_sum(totals).tolist()
-    _check_skips(int(skipped), int(clips), run.config.max_skip_fraction, "val")
+    check_skips(int(skipped), int(clips), run.config.max_skip_fraction, "val")
     return {
         "val_loss": loss_sum / max(1, clips),
         "val_accuracy": correct / max(1, clips),
@@ -509,14 +514,12 @@ def _rates(stats: _EpochStats, split: str) -> dict:
     }
 
 
-def _check_skips(skipped: int, decoded: int, max_fraction: float, split: str) -> None:
-    seen = decoded + skipped
-    if skipped:
-        log.warning("%s: %d of %d samples could not be decoded and were skipped", split, skipped, seen)
-    if seen and skipped / seen > max_fraction:
+def _check_read_something(stats: _EpochStats, epoch: int) -> None:
+    """An epoch that trained on nothing must not become a checkpoint of an untrained model."""
+    if stats.count == 0:
         raise StreamgenreError(
-            f"{split}: {skipped} of {seen} samples failed to decode ({skipped / seen:.1%} > "
-            f"--max-skip-fraction {max_fraction:.1%}); check the shards with `streamgenre info` or re-pack them"
+            f"train: epoch {epoch + 1} read 0 windows ({stats.skipped} samples skipped): nothing was trained and no checkpoint was written; "
+            "check the shards with `streamgenre info --verify`"
         )
 
 
@@ -609,8 +612,11 @@ def _test_report(config: TrainConfig, out: Path, index, workers: int, device: to
     loaded = load_for_inference(out / BEST_NAME, device)
     loader = make_loader(source, _whole_clip_stream(config), workers, device.type == "cuda", split_nodes=False)
     plan = WindowPlan(config.window_s, windows=config.recipe.val_windows)
-    predictions = predict_clips(loaded.model, iterate_epoch(loader, 0), plan, device, len(source.labels))
+    tally = SkipTally()
+    predictions = predict_clips(loaded.model, tally.passing(iterate_epoch(loader, 0)), plan, device, len(source.labels))
+    tally.check(config.max_skip_fraction, "test")
     summary = summarise(predictions, source.labels)
+    summary["skipped"] = tally.total
     title = f"test split, best checkpoint, {plan.windows} windows per clip"
     write_report(summary, out / "report.json", out / "confusion_matrix.png", title, out / "report.txt")
     return summary

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 
@@ -21,6 +22,7 @@ from streamgenre.units import Seconds
 # The finest --hop: 100 ms already gives 300 windows of a 30-s clip.
 MIN_HOP_S = 0.1
 VOTES = ("mean", "majority")
+Owner = TypeVar("Owner")
 
 
 def check_windows_per_clip(count: int, offset_s: Seconds | None) -> None:
@@ -113,3 +115,60 @@ class WindowPlan:
     def cut(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """``(samples,)`` -> all planned windows ``(windows, window_samples)`` at once."""
         return torch.cat(list(self.chunks(waveform, sample_rate, size=len(self.starts(waveform.shape[-1], sample_rate)))))
+
+
+# Windows per forward pass at inference: bounds memory whatever the plan or file length
+# (a window's activations in the paper's CNN are ~4 MB at 3x288x432).
+WINDOWS_PER_FORWARD = 64
+
+
+def softmax_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """``(batch, classes)`` logits -> float32 probabilities that sum to 1 per row (one genre per clip)."""
+    return torch.softmax(logits.float(), dim=1)
+
+
+class WindowBatcher(Generic[Owner]):
+    """Windows of many clips waiting for the model: one forward pass per `size` windows of one rate.
+
+    The one window batcher of `evaluate`, `predict`, `tag` and training's whole-clip validation.
+    `add` queues an owner's ``(n, samples)`` windows; a full queue, or a change of rate, runs the
+    model once and hands each owner its ``(n, classes)`` probabilities through `deliver`, in the
+    order they were added. A forward that raises leaves the queue empty (no window is delivered
+    twice), so the caller can flush what follows and re-raise.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        deliver: Callable[[Owner, torch.Tensor], None],
+        size: int | None = None,
+        probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.model, self.device, self.deliver = model, device, deliver
+        self.probabilities = probabilities or softmax_probabilities  # a tagger's are sigmoids (`LoadedModel.probabilities`)
+        self.size = WINDOWS_PER_FORWARD if size is None else size
+        self.queue: list[tuple[Owner, torch.Tensor]] = []
+        self.queued = 0
+        self.rate: int | None = None
+
+    def add(self, owner: Owner, windows: torch.Tensor, rate: int) -> None:
+        """Queue ``(n, samples)`` windows at `rate` (n <= `size`), running the model when a forward's worth waits."""
+        if self.rate != rate or self.queued + len(windows) > self.size:
+            self.flush()
+        self.rate = rate
+        self.queue.append((owner, windows))
+        self.queued += len(windows)
+        if self.queued >= self.size:
+            self.flush()
+
+    @torch.inference_mode()
+    def flush(self) -> None:
+        """Score the queued windows in one forward pass and deliver their probabilities."""
+        queue, self.queue, self.queued = self.queue, [], 0
+        if not queue:
+            return
+        windows = torch.cat([chunk for _, chunk in queue]).to(self.device, non_blocking=True)  # (windows, samples)
+        probs = self.probabilities(self.model(windows, sample_rate=self.rate)).cpu()  # (windows, classes)
+        for (owner, _), part in zip(queue, probs.split([len(chunk) for _, chunk in queue]), strict=True):
+            self.deliver(owner, part)

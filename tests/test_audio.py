@@ -101,3 +101,13 @@ def test_damage_mid_file_is_an_error_saying_where_never_a_short_clip(chord_mp3):
 def test_a_non_audio_file_says_so_without_an_errno(tmp_path, chord_mp3):
     with pytest.raises(DecodeError, match=r"^not an audio file FFmpeg can read \(invalid data found when processing input\)$"):
         probe(write_broken_files(tmp_path, chord_mp3)["text"].read_bytes())
+
+
+def test_a_0_hz_stream_is_not_audio_for_any_reader(tmp_path):
+    from streamgenre.audio import decode_blocks
+    from tests.test_predict import _opens_at_0_hz, random_mp3s
+
+    junk = next(path for path in random_mp3s(tmp_path, 6) if _opens_at_0_hz(path))
+    with pytest.raises(DecodeError, match="not audio: FFmpeg finds a mp3.* stream of 0 Hz"):
+        rate, blocks = decode_blocks(junk)
+        list(blocks)

@@ -84,3 +84,37 @@ def test_weights_that_do_not_fit_their_config_are_refused(tmp_path):
     torch.save(bundle, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not fit"):
         load_for_inference(tmp_path / "mismatch.pt")
+
+
+def _saved_model(tmp_path):
+    from streamgenre.checkpoint import InferenceSpec, make_bundle, save_checkpoint
+
+    model = GenreClassifier(ModelConfig(n_classes=2, frontend=FrontendConfig()))
+    save_checkpoint(tmp_path / "best.pt", make_bundle(model, InferenceSpec(["a", "b"], 3.0, 22050, "device", 15.0)))
+    return tmp_path / "best.pt"
+
+
+def test_weights_damaged_inside_a_tensor_are_refused(tmp_path):
+    path = _saved_model(tmp_path)
+    data = bytearray(path.read_bytes())
+    weight = data.find(torch.load(path, weights_only=True)["model"]["cnn.classifier.2.weight"].numpy().tobytes()[:64])
+    assert weight > 0  # zip members are stored uncompressed: the tensor's bytes are there as they are
+    data[weight : weight + 4096] = bytes(b ^ 0xFF for b in data[weight : weight + 4096])
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="best.pt is damaged: its weights do not match the checksum saved with them"):
+        load_for_inference(path)
+
+
+def test_a_checkpoint_without_a_checksum_still_loads(tmp_path):
+    path = _saved_model(tmp_path)
+    bundle = torch.load(path, weights_only=True)
+    del bundle["model_sha256"]  # as versions before the checksum wrote them
+    torch.save(bundle, path)
+    assert load_for_inference(path).labels == ["a", "b"]
+
+
+@pytest.mark.parametrize("content", [bytes(random.Random(0).randbytes(5000)), b"ID3\x04\x00\x00\x00\x00\x00\x00\xff\xfb\x90\x00" * 50], ids=["random", "mp3"])
+def test_a_file_that_is_no_checkpoint_says_so_not_that_it_could_run_code(tmp_path, content):
+    (tmp_path / "song.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"song.pt is not a checkpoint \(not a file torch.save wrote\)"):
+        load_for_inference(tmp_path / "song.pt")

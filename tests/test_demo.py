@@ -38,3 +38,8 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path):
 def test_negative_workers_fail_before_any_synthesis(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--workers", "-1"])
     assert result.exit_code == 2 and "--workers must be >= 0" in result.output and not (tmp_path / "demo").exists()
+
+
+def test_epochs_0_fails_before_any_synthesis(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--epochs", "0"])
+    assert result.exit_code == 2 and result.output.strip() == "error: --epochs must be >= 1, got 0" and not (tmp_path / "demo").exists()

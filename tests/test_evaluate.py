@@ -105,3 +105,23 @@ def test_evaluate_command_writes_report_and_plot(trained):
 def test_evaluate_without_a_run_is_one_clear_line(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "none")])
     assert result.exit_code == 2 and result.output.startswith("error:") and "Traceback" not in result.output
+
+
+def test_an_unwritable_out_is_refused_before_scoring(trained, tmp_path, monkeypatch):
+    import streamgenre.evaluate
+    from streamgenre.errors import InputError
+
+    monkeypatch.setattr(streamgenre.evaluate, "predict_clips", lambda *args: pytest.fail("scored before checking --out"))
+    (tmp_path / "reports").write_text("a file, not a folder")
+    with pytest.raises(InputError, match=r"--out .*reports is a file, not a folder"):
+        evaluate_run(EvaluateConfig(run=trained[1], out=tmp_path / "reports" / "eval", workers=0, progress=False))
+
+
+def test_genres_of_the_checkpoint_missing_from_the_shards_blame_the_checkpoint_not_genres(trained, tmp_path):
+    from streamgenre.errors import InputError
+
+    write_packed_dir(tmp_path / "other", ["folk", "rock"], {"test": 1}, per_shard=2, clip_s=3.0)
+    with pytest.raises(InputError) as error:
+        evaluate_run(EvaluateConfig(run=trained[1], shards=str(tmp_path / "other"), workers=0, progress=False))
+    assert str(error.value).startswith("the checkpoint ") and "names ambient, not in the packed labels of" in str(error.value)
+    assert "--genres" not in str(error.value)

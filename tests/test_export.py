@@ -181,3 +181,56 @@ def test_the_tagger_exports_50_tag_sigmoids_with_the_tag_names(clips, tmp_path):
     got = run_file(windows.numpy())
     assert got.shape == (len(windows), 50) and np.abs(got - expected).max() <= TOLERANCE
     assert not np.allclose(got.sum(axis=1), 1.0, atol=0.1)
+
+
+def _other(tmp_path: Path) -> LoadedModel:
+    torch.manual_seed(0)
+    return LoadedModel(_OtherArchitecture().eval(), InferenceSpec(["a", "b", "c"], 1.0, 22050, "device", 15.0), tmp_path / "x.pt", None)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_nan_probabilities_fail_the_check(fmt, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    loaded = _other(tmp_path)
+    with torch.no_grad():
+        loaded.model.head.weight[0, 0] = float("nan")
+    with pytest.raises(export_module.ExportCheckError, match="NaN probabilities.*not written"):
+        export_module.export_run(loaded, tmp_path / "out" / "m.pt", fmt)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_absurd_sample_rate_is_refused_at_once(tmp_path):
+    for rate in (1, 10_000_000):
+        with pytest.raises(export_module.InputError, match=f"--sample-rate must be between 1000 and 384000 Hz, got {rate}"):
+            export_module.export_run(_other(tmp_path), tmp_path / "m.pt", "torchscript", sample_rate=rate)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(run, tmp_path):
+    """A file-size limit makes every write past 100 kB fail as a full disk does (EFBIG instead of ENOSPC)."""
+    code = (
+        "import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY)); "
+        "from streamgenre.cli import app; sys.argv = ['streamgenre'] + sys.argv[1:]; app()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "export", str(run), "--format", "torchscript", "--out", str(tmp_path / "m.pt")], capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [f"error: cannot write {tmp_path / 'm.pt'}: File too large; nothing was written"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_exports_temporary_is_removed_by_the_next_export(tmp_path):
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+    (tmp_path / f".m.pt.{gone}-x-0123abcd.streamgenre-tmp").write_bytes(b"half a model")
+    export_module.export_run(_other(tmp_path), tmp_path / "m.pt", "torchscript")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_a_fifo_to_check_on_is_refused_not_waited_for(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.mp3")
+    with pytest.raises(export_module.InputError, match="cannot use .*pipe.mp3 to check the export: not a regular file \\(a FIFO\\)"):
+        export_module.export_run(_other(tmp_path), tmp_path / "m.pt", "torchscript", check_files=[tmp_path / "pipe.mp3"])

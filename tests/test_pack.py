@@ -483,3 +483,16 @@ def test_a_pack_killed_while_replacing_dir_gets_the_old_dir_back(tiny_corpus, tm
     with caplog.at_level("WARNING", logger="streamgenre.pack"), pytest.raises(InputError, match="not empty"):
         pack(PackConfig(source=tiny_corpus, out=tmp_path / "shards", workers=1), progress=False)
     assert (tmp_path / "shards" / INDEX_NAME).read_text() == "{}" and "restored" in caplog.text
+
+
+def test_a_fifo_or_a_device_in_a_manifest_is_rejected_not_read(tiny_corpus, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.mp3")
+    rows = [f"{path},{path.parent.name}" for path in sorted(tiny_corpus.glob("*/*.mp3"))]
+    (tmp_path / "manifest.csv").write_text("path,genre\n" + "\n".join([*rows, f"{tmp_path / 'pipe.mp3'},rock", "/dev/zero,rock"]) + "\n")
+    pack(PackConfig(source=tmp_path / "manifest.csv", out=tmp_path / "out", workers=1), progress=False)
+    rejected = (tmp_path / "out" / "rejected.csv").read_text()
+    assert (
+        "pipe.mp3,pipe,rock,unreadable,not a regular file (a FIFO)" in rejected and "/dev/zero,zero,rock,unreadable,not a regular file (a device)" in rejected
+    )

@@ -105,7 +105,7 @@ def test_streamed_windows_equal_the_windows_of_a_whole_decode(audio_dir, plan, r
 
 
 def test_the_model_never_sees_more_than_a_chunk_of_windows(audio_dir, monkeypatch):
-    monkeypatch.setattr(streamgenre.predict, "WINDOWS_PER_FORWARD", 3)
+    monkeypatch.setattr(streamgenre.windows, "WINDOWS_PER_FORWARD", 3)
     loaded = _stub()
     paths = [audio_dir / "song.mp3", audio_dir / "nested" / "tune.mp3", audio_dir / "song.mp3"]
     results = list(predict_files(loaded, paths, WindowPlan(1.0, hop_s=0.5), top=2, device=torch.device("cpu")))
@@ -209,3 +209,86 @@ def test_a_run_folder_called_musicnn_is_still_the_run(run, audio_dir, tmp_path, 
     result = CliRunner().invoke(app, ["predict", "musicnn", str(audio_dir / "song.mp3"), "--json"])
     assert result.exit_code == 0, result.output
     assert {item["genre"] for item in json.loads(result.stdout)["top"]} == {"ambient", "rock"}
+
+
+# -- one bad file is one error line, whatever it is --------------------------------------------
+def random_mp3s(folder: Path, count: int) -> list[Path]:
+    """Files of seeded random bytes named .mp3; FFmpeg opens about half as an MP3 stream at 0 Hz."""
+    import random
+
+    rng = random.Random(0)
+    paths = []
+    for number in range(count):
+        paths.append(folder / f"junk{number:02d}.mp3")
+        paths[-1].write_bytes(rng.randbytes(100_000))
+    return paths
+
+
+def test_random_bytes_named_mp3_are_one_error_line_each_and_cost_no_prediction(run, audio_dir, tmp_path):
+    junk = random_mp3s(tmp_path, 6)
+    assert any(_opens_at_0_hz(path) for path in junk)  # the trap: a stream that claims to be audio, at 0 Hz
+    songs = [str(audio_dir / "song.mp3")] * 3
+    result = CliRunner().invoke(app, ["predict", str(run), songs[0], *map(str, junk), *songs[1:]])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stdout.count("song.mp3  (3 windows)") == 3
+    errors = [line for line in result.stderr.splitlines() if line]
+    assert len(errors) == 6 and all(line.startswith(f"error: {tmp_path / 'junk'}") for line in errors)
+    assert "0 Hz" in result.stderr and "unexpected" not in result.stderr
+
+
+def _opens_at_0_hz(path: Path) -> bool:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio) and container.streams.audio[0].codec_context.sample_rate == 0
+    except av.FFmpegError:
+        return False
+
+
+def test_an_unexpected_failure_of_one_file_is_its_error_line(audio_dir, monkeypatch):
+    real = streamgenre.predict.stream_windows
+
+    def odd(path, loaded, plan):
+        if path.name == "tune.mp3":
+            raise ZeroDivisionError("division by zero")
+        return real(path, loaded, plan)
+
+    monkeypatch.setattr(streamgenre.predict, "stream_windows", odd)
+    paths = [audio_dir / "song.mp3", audio_dir / "nested" / "tune.mp3", audio_dir / "song.mp3"]
+    results = list(predict_files(_stub(), paths, WindowPlan(1.0, hop_s=0.5), top=1, device=torch.device("cpu")))
+    assert [r.error is None for r in results] == [True, False, True]
+    assert results[1].error == "cannot decode it: unexpected ZeroDivisionError: division by zero"
+
+
+def test_queued_predictions_are_flushed_when_the_run_stops(audio_dir, monkeypatch):
+    real = streamgenre.predict.stream_windows
+
+    def interrupted(path, loaded, plan):
+        if path.name == "tune.mp3":
+            raise KeyboardInterrupt
+        return real(path, loaded, plan)
+
+    monkeypatch.setattr(streamgenre.predict, "stream_windows", interrupted)
+    paths = [audio_dir / "song.mp3", audio_dir / "song.mp3", audio_dir / "nested" / "tune.mp3"]
+    results = []
+    with pytest.raises(KeyboardInterrupt):
+        results.extend(predict_files(_stub(), paths, WindowPlan(1.0, hop_s=0.5), top=1, device=torch.device("cpu")))
+    assert [r.windows for r in results] == [9, 9]  # both queued files were heard before the interrupt went on
+
+
+def test_a_fifo_is_an_error_line_not_a_hang(run, audio_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "pipe.mp3")
+    command = [sys.executable, "-m", "streamgenre", "predict", str(run), str(tmp_path / "pipe.mp3"), str(audio_dir / "song.mp3")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)  # the timeout only guards against the hang
+    assert result.returncode == 1 and "song.mp3  (3 windows)" in result.stdout
+    assert result.stderr.strip() == f"error: {tmp_path / 'pipe.mp3'}: not a regular file (a FIFO): only regular files are read"
+
+
+def test_windows_0_names_the_windows_option(run, audio_dir):
+    result = CliRunner().invoke(app, ["predict", str(run), str(audio_dir / "song.mp3"), "--windows", "0"])
+    assert result.exit_code == 2 and result.output.strip() == "error: --windows must be >= 1, got 0"

@@ -106,3 +106,12 @@ def test_verify_reads_remote_locations_and_reports_missing_shards(packed):
     result = CliRunner().invoke(app, ["info", f"pipe:cat {packed}/{{name}}", "--verify", "--quiet"])
     assert result.exit_code == 1
     assert "damaged: train-000000.tar:" in result.stderr and "1 of 3 shards are damaged" in result.stdout
+
+
+def test_verify_checks_each_samples_genre_against_the_index(packed):
+    index = json.loads((packed / "index.json").read_text())
+    index["labels"] = ["jazz", "rock"]  # 'ambient' samples no longer have a label
+    (packed / "index.json").write_text(json.dumps(index))
+    result = CliRunner().invoke(app, ["info", str(packed), "--verify", "--quiet"])
+    assert result.exit_code == 1
+    assert "samples do not match index.json's labels, e.g." in result.stderr and "genre 'ambient' is not in index.json" in result.stderr

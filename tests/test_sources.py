@@ -196,3 +196,13 @@ def test_manifest_may_start_with_a_byte_order_mark_but_must_be_utf8(tmp_path):
     manifest.write_bytes("path,genre\nb\u00e9b\u00e9.mp3,Rock\n".encode("latin-1"))
     with pytest.raises(InputError, match=r"manifest.csv is not UTF-8 text \(byte 0xe9 at offset 12\): save it as UTF-8"):
         list(discover(manifest))
+
+
+def test_a_link_back_into_source_is_listed_and_each_file_is_found_once(tmp_path):
+    _files(tmp_path, "hyperrogue/a.mp3", "rock/b.mp3", "jazz/c.mp3")
+    (tmp_path / "hyperrogue" / "loop").symlink_to("..")
+    (tmp_path / "hyperrogue" / "again.mp3").symlink_to(tmp_path / "rock" / "b.mp3")
+    tracks = list(discover(tmp_path))
+    packed = sorted((track.genre, track.path.relative_to(tmp_path).as_posix()) for track in tracks if not track.problem)
+    assert packed == [("hyperrogue", "hyperrogue/a.mp3"), ("jazz", "jazz/c.mp3"), ("rock", "rock/b.mp3")]
+    assert {track.path.name: track.problem[0] for track in tracks if track.problem} == {"loop": "link into SOURCE", "again.mp3": "link into SOURCE"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -245,3 +246,13 @@ def test_a_fixed_window_past_the_clip_end_is_counted_and_a_repeated_genre_refuse
     assert windows == tally.clamped == len(genre_of)
     with pytest.raises(InputError, match="rock more than once"):
         open_split(str(root), "train", genres=["rock", "rock", "ambient"])
+
+
+def test_a_genre_not_in_the_index_is_a_skip_and_an_unselected_one_is_left_out(chord_mp3):
+    from streamgenre.stream import _Skipped, decode_windows
+
+    genres = (("a", "rock"), ("b", "jazz"), ("c", "folk"))
+    samples = [{"__key__": key, "json": json.dumps({"genre": genre}).encode(), "mp3": chord_mp3} for key, genre in genres]
+    out = list(decode_windows(samples, {"folk": 0}, StreamConfig(offset_s=0.0, duration_s=0.5), known_genres=frozenset({"folk", "rock"})))
+    assert [(type(item).__name__, item.key) for item in out] == [("_Skipped", "b"), ("_Decoded", "c")]
+    assert isinstance(out[0], _Skipped) and out[0].reason == "genre 'jazz' is not in index.json"

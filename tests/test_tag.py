@@ -290,3 +290,43 @@ def test_a_bad_map_is_one_clear_line(tmp_path, text, message):
     assert result.exit_code == 2
     (line,) = result.output.strip().splitlines()
     assert line.startswith(f"error: --map {tmp_path / 'tags.csv'}") and message in line
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+
+
+def test_a_killed_writes_temporary_is_not_music_and_is_removed_by_the_next_tag(run, tmp_path):
+    (path,) = library(tmp_path, [".mp3"])
+    left = tmp_path / f".{path.name}.{_dead_pid()}-x-0123abcd.streamgenre-tmp"
+    left.write_bytes(path.read_bytes())  # a whole copy, as a SIGKILL before the rename leaves it
+    result = tag(str(run), str(tmp_path), "--write")
+    assert result.exit_code == 0, result.output
+    assert "1 files: 1 written" in result.output and not left.exists()
+
+
+def test_an_unwritable_csv_is_refused_before_any_file_is_tagged(run, tmp_path):
+    (path,) = library(tmp_path / "music", [".mp3"])
+    before = digest([path])
+    (tmp_path / "plans").write_text("a file, not a folder")
+    result = tag(str(run), str(path), "--write", "--csv", str(tmp_path / "plans" / "plan.csv"))
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"error: cannot write --csv {tmp_path / 'plans' / 'plan.csv'}: {tmp_path / 'plans'} is a file, not a folder"
+    ]
+    assert digest([path]) == before
+
+
+def test_a_fifo_is_an_error_line_not_a_hang(run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (path,) = library(tmp_path, [".mp3"])
+    os.mkfifo(tmp_path / "pipe.mp3")
+    command = [sys.executable, "-m", "streamgenre", "tag", str(run), str(tmp_path / "pipe.mp3"), str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)  # the timeout only guards against the hang
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: {tmp_path / 'pipe.mp3'}: cannot read its tags: not a regular file (a FIFO)" in result.stderr

@@ -166,7 +166,7 @@ def test_non_finite_or_non_positive_learning_rates_are_refused(lr):
 
 def test_too_many_undecodable_samples_stop_the_run(tmp_path):
     write_packed_dir(tmp_path / "bad", GENRES, {"train": 2}, per_shard=2, clip_s=3.0, corrupt_key="train0001")
-    with pytest.raises(StreamgenreError, match="failed to decode"):
+    with pytest.raises(StreamgenreError, match="were skipped .* > --max-skip-fraction"):
         train(tiny_train_config(tmp_path / "bad", tmp_path / "run", epochs=1))
 
 
@@ -190,3 +190,40 @@ def test_a_time_budget_stops_after_the_epoch_that_spends_it_and_resume_may_chang
 def test_a_time_budget_must_be_positive_seconds(packed, tmp_path, budget):
     with pytest.raises(InputError, match="time budget"):
         tiny_train_config(packed, tmp_path / "run", time_budget_s=budget)
+
+
+def _relabelled(packed: Path, tmp_path: Path) -> Path:
+    """A copy of `packed` whose index.json lists other genres than its samples have."""
+    import shutil
+
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(packed, relabelled)
+    index = json.loads((relabelled / "index.json").read_text())
+    index["labels"] = ["jazz", "blues"]
+    (relabelled / "index.json").write_text(json.dumps(index))
+    return relabelled
+
+
+def test_samples_of_a_genre_not_in_the_index_are_counted_skips_and_stop_the_run_before_a_checkpoint(packed, tmp_path):
+    relabelled = _relabelled(packed, tmp_path)
+    with pytest.raises(StreamgenreError, match=r"train: 16 of 16 samples were skipped \(100.0% > --max-skip-fraction"):
+        train(tiny_train_config(relabelled, tmp_path / "run", epochs=1))
+    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_an_epoch_of_0_windows_writes_no_checkpoint(packed, tmp_path):
+    relabelled = _relabelled(packed, tmp_path)
+    with pytest.raises(StreamgenreError, match="epoch 1 read 0 windows .16 samples skipped.: nothing was trained and no checkpoint was written"):
+        train(tiny_train_config(relabelled, tmp_path / "run", epochs=1, max_skip_fraction=1.0))
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_the_test_report_counts_skips(packed, tmp_path):
+    from tests.conftest import write_packed_dir
+
+    root = tmp_path / "with_bad"
+    write_packed_dir(root, GENRES, {"train": 2, "test": 1}, per_shard=4, clip_s=3.0, corrupt_key="test0001")
+    with pytest.raises(StreamgenreError, match=r"test: 1 of 4 samples were skipped"):
+        train(tiny_train_config(root, tmp_path / "run", epochs=1))
+    result = train(tiny_train_config(root, tmp_path / "run2", epochs=1, max_skip_fraction=0.5))
+    assert result.test["skipped"] == 1 and result.test["samples"] == 3

@@ -16,9 +16,9 @@ import torch
 from streamgenre.bench.baseline import PaperRun, missing_paper_extras
 from streamgenre.bench.core import MB, AccuracyRun, BenchConfig, ClipSet, Comparison, StageRow, Target, stream_config
 from streamgenre.dist import default_workers
+from streamgenre.files import atomic_write
 from streamgenre.paper import FMA_SMALL_CLIPS, PAPER_SAMPLE_RATE
 from streamgenre.plots import plot_bars
-from streamgenre.shards import atomic_write
 
 
 @dataclass
