@@ -223,7 +223,7 @@ class MelFrontend(nn.Module):
     def mel_power(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(batch, time)`` at `config.sample_rate` -> mel power ``(batch, n_mels, frames)``."""
         config = self.config
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        exporting = is_exporting()
         spec = torch.stft(
             waveform, config.n_fft, config.hop_length, window=self.window, center=True, pad_mode="reflect", return_complex=not exporting
         )  # (batch, freq, frames), complex; (..., 2) real pairs when exporting (exporters take no complex tensors)
@@ -293,6 +293,11 @@ class MelFrontend(nn.Module):
         `sample_rate` is as in `spectrogram`.
         """
         return self.shape_for_model(self.features(waveform, sample_rate))
+
+
+def is_exporting() -> bool:
+    """True while torch.jit traces or torch.onnx exports: exporters take no complex tensors and no Python-side caches."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def _check_positive(name: str, value: int) -> None:

@@ -15,7 +15,7 @@ from torch import nn
 
 from streamgenre.augment import AugmentConfig, RandomGain, SpecAugment
 from streamgenre.errors import InputError
-from streamgenre.frontend import FrontendConfig, MelFrontend, config_from_dict
+from streamgenre.frontend import FrontendConfig, MelFrontend, config_from_dict, is_exporting
 from streamgenre.models import model_spec
 
 DEFAULT_MODEL = "paper"
@@ -104,9 +104,19 @@ class GenreClassifier(nn.Module):
             waveform: ``(batch, time)`` audio in [-1, 1].
             sample_rate: rate of `waveform`; see `MelFrontend.spectrogram` (None: the config's).
         """
+        cache = getattr(self.cnn, "cache", None)  # a frozen pretrained backbone's (see `models.musicnn.EmbeddingCache`)
+        if cache is not None and not self._augmenting() and waveform.device.type == "cpu" and not is_exporting():
+            return self.cnn.head(cache.embed(waveform, sample_rate, lambda part: self.cnn.embed(self._input(part, sample_rate))))
         features = self.spec_augment(self.frontend.features(self.gain(waveform), sample_rate))  # (B, n_mels, frames)
-        image = self.frontend.shape_for_model(features).contiguous(memory_format=torch.channels_last)  # (B, C, H, W)
-        return self.cnn(image)
+        return self.cnn(self.frontend.shape_for_model(features).contiguous(memory_format=torch.channels_last))  # (B, C, H, W) in
+
+    def _input(self, waveform: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
+        """What the backbone reads, with no augmentation: ``(B, C, H, W)`` in channels-last."""
+        return self.frontend(waveform, sample_rate).contiguous(memory_format=torch.channels_last)
+
+    def _augmenting(self) -> bool:
+        """True when a training-mode augmentation would change this forward pass."""
+        return self.training and (self.gain.gain_db > 0 or self.spec_augment.config != type(self.spec_augment.config)())
 
     def predict_proba(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """Softmax probabilities ``(batch, n_classes)`` in float32; rows sum to 1.
