@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from streamgenre.config import config_from_dict
 from streamgenre.errors import InputError
-from streamgenre.frontend import config_from_dict
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from streamgenre import __version__
+from streamgenre.config import config_from_dict
 from streamgenre.errors import CheckpointError, InputError
 from streamgenre.files import atomic_path
-from streamgenre.frontend import config_from_dict
 from streamgenre.model import GenreClassifier, ModelConfig
 from streamgenre.models.musicnn import GENRE_TAGS, MSD_TAGS, MUSICNN_FRONTEND, MusicnnTagger
 

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from streamgenre.augment import AugmentConfig, RandomGain, SpecAugment
+from streamgenre.config import config_from_dict
 from streamgenre.errors import InputError
-from streamgenre.frontend import FrontendConfig, MelFrontend, config_from_dict
+from streamgenre.frontend import FrontendConfig, MelFrontend
 from streamgenre.models import model_spec
 
 DEFAULT_MODEL = "paper"

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from streamgenre.augment import AugmentConfig
+from streamgenre.config import config_from_dict
 from streamgenre.errors import InputError, look_up
-from streamgenre.frontend import config_from_dict
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LR
 from streamgenre.windows import check_windows_per_clip
 

@@ -31,6 +31,7 @@ from streamgenre.checkpoint import (
     make_bundle,
     save_checkpoint,
 )
+from streamgenre.config import config_from_dict
 from streamgenre.dist import (
     DistInfo,
     all_ranks_agree,
@@ -45,7 +46,6 @@ from streamgenre.dist import (
 from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import Predictions, predict_clips, summarise, write_report
 from streamgenre.files import atomic_write, remove_stale_temporaries
-from streamgenre.frontend import config_from_dict
 from streamgenre.lock import run_lock
 from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig, default_frontend
 from streamgenre.models import model_names, model_spec
