@@ -289,8 +289,10 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default="modern: 0.002, paper: 0.0005")] = None,
     mixup: Annotated[float | None, typer.Option(help="Mixup Beta(alpha, alpha); 0 turns it off.", show_default="modern: 0.2, paper: 0")] = None,
     spec_augment: Annotated[
-        bool | None, typer.Option("--spec-augment/--no-spec-augment", help="Frequency and time masks on the mel.", show_default="modern: on, paper: off")
+        bool | None,
+        typer.Option("--spec-augment/--no-spec-augment", help="Frequency and time masks on the mel (nothing else).", show_default="modern: on, paper: off"),
     ] = None,
+    gain: Annotated[float | None, typer.Option(help="Random gain within +-DB decibels; 0 turns it off.", show_default="0")] = None,
     val_windows: Annotated[int | None, typer.Option(help="Windows per clip for whole-clip validation and test.", show_default="10")] = None,
     genres: Annotated[str | None, typer.Option(help="Comma-separated subset of the packed genres, e.g. Rock,Hip-Hop,Folk.")] = None,
     workers: Annotated[int | None, typer.Option(help="Loader worker processes.", show_default=ONE_PER_CORE)] = None,
@@ -315,7 +317,7 @@ def train(
     config = TrainConfig(
         shards=shards,
         out=out or _default_run_dir(),
-        recipe=_chosen_recipe(recipe, model, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, val_windows),
+        recipe=_chosen_recipe(recipe, model, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, gain, val_windows),
         model=model,
         width=width,
         duration_s=parse_duration(duration) if duration is not None else None,
@@ -342,7 +344,7 @@ def train(
 
 # `train` options that set a recipe field, and those that set a TrainConfig field (others are the machine's).
 _RECIPE_OPTIONS = {"epochs": "epochs", "windows_per_clip": "windows_per_clip", "offset": "offset_s", "batch_size": "batch_size"}
-_RECIPE_OPTIONS |= {"lr": "lr", "mixup": "mixup_alpha", "spec_augment": "augment", "val_windows": "val_windows"}
+_RECIPE_OPTIONS |= {"lr": "lr", "mixup": "mixup_alpha", "spec_augment": "augment", "gain": "augment", "val_windows": "val_windows"}
 _RUN_OPTIONS = {"model": "model", "width": "width", "duration": "duration_s", "resample": "resample", "shuffle_buffer": "shuffle_buffer"}
 _RUN_OPTIONS |= {"genres": "genres", "seed": "seed", "max_skip_fraction": "max_skip_fraction", "sync_bn": "sync_bn"}
 
@@ -372,20 +374,19 @@ def _resumed(config, given: set[str]):
     return replace(saved, recipe=recipe, **changed, **machine)
 
 
-def _chosen_recipe(name: str | None, model: str, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, val_windows):
+def _chosen_recipe(name: str | None, model: str, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, gain, val_windows):
     """The named recipe with the options the user gave; a fixed --offset means one window per clip."""
     from dataclasses import replace
 
-    from streamgenre.augment import AugmentConfig
     from streamgenre.models import model_spec
-    from streamgenre.recipes import MODERN, default_recipe, recipe_named
+    from streamgenre.recipes import default_recipe, recipe_named
     from streamgenre.units import parse_duration
 
     base = default_recipe(model_spec(model).pretrained) if name is None else recipe_named(name)
     offset_s = base.offset_s if offset is None else None if offset.strip().lower() == "random" else parse_duration(offset)
     if offset_s is not None and windows_per_clip is None:
         windows_per_clip = 1
-    augment = None if spec_augment is None else MODERN.augment if spec_augment else AugmentConfig()
+    augment = base.augment.switched(spec_augment, gain)
     given = {
         "epochs": epochs,
         "windows_per_clip": windows_per_clip,

@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from streamgenre.augment import AugmentConfig
+from streamgenre.augment import SPEC_AUGMENT, AugmentConfig
 from streamgenre.config import config_from_dict
 from streamgenre.errors import InputError, look_up
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LR
@@ -123,7 +123,7 @@ MODERN = Recipe(
     mixup_alpha=0.2,
     windows_per_clip=8,
     offset_s=None,
-    augment=AugmentConfig(freq_masks=2, freq_mask_bins=16, time_masks=2, time_mask_frames=20),
+    augment=SPEC_AUGMENT,
 )
 PROBE = Recipe(
     "probe",

@@ -132,7 +132,7 @@ class TrainConfig:
         )
 
     def model_config(self, n_classes: int) -> ModelConfig:
-        """The classifier this run trains, with the recipe's augmentation.
+        """The classifier this run trains (the recipe adds its augmentation when building it).
 
         Raises:
             InputError: the recipe treats a pretrained backbone apart, and the model has none.
@@ -140,7 +140,7 @@ class TrainConfig:
         if self.recipe.needs_pretrained and not model_spec(self.model).pretrained:
             pretrained = ", ".join(name for name in model_names() if model_spec(name).pretrained)
             raise InputError(f"--recipe {self.recipe.name} trains a pretrained backbone; --model {self.model} has none (pretrained: {pretrained})")
-        return ModelConfig(n_classes, self.model, self.dropout, self.width, augment=self.recipe.augment)
+        return ModelConfig(n_classes, self.model, self.dropout, self.width)
 
     def inference_spec(self, labels: list[str]) -> InferenceSpec:
         """What a checkpoint of this run needs to be fed."""
@@ -295,8 +295,8 @@ def _start_run(config: TrainConfig, source: SplitSource, dist: DistInfo, device:
 
 
 def build_trained_model(model_config: ModelConfig, recipe: Recipe) -> GenreClassifier:
-    """A fresh classifier as a run trains it: with a pretrained backbone frozen when the recipe freezes it."""
-    model = GenreClassifier(model_config)
+    """A fresh classifier as a run trains it: with the recipe's augmentation, and a pretrained backbone frozen when the recipe freezes it."""
+    model = GenreClassifier(model_config, recipe.augment)
     if recipe.backbone_lr_scale == 0:
         model.cnn.freeze()
     return model

@@ -80,7 +80,6 @@ ALLOWED = {
     },
     "demo": {"dist", "pack", "progress", "recipes", "stream", "synth", "train"},
     "cli": {
-        "augment",
         "bench",
         "checkpoint",
         "demo",

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from streamgenre.augment import AugmentConfig
+from streamgenre.augment import SPEC_AUGMENT, AugmentConfig
 from streamgenre.errors import InputError
 from streamgenre.frontend import FrontendConfig
 from streamgenre.model import GenreClassifier, ModelConfig, count_parameters, describe_model
 from streamgenre.models import model_names
 from streamgenre.models.paper import FLATTEN_FEATURES, PaperCNN
 from streamgenre.models.resnet import ShortChunkResNet
+from streamgenre.recipes import MODERN, PAPER
 
 HALF_SECOND = 11025  # at 22050 Hz; the frontend resizes any length to 288x432
 
@@ -142,7 +144,7 @@ def test_unknown_model_and_misplaced_width_are_input_errors():
 
 def test_augmentation_changes_training_output_but_never_eval_output():
     augment = AugmentConfig(gain_db=6.0, freq_masks=2, freq_mask_bins=20, time_masks=2, time_mask_frames=20)
-    model = GenreClassifier(ModelConfig(n_classes=3, augment=augment, dropout=0.0))
+    model = GenreClassifier(ModelConfig(n_classes=3, dropout=0.0), augment)
     model.eval()
     with torch.inference_mode():
         first, second = model(_noise(4)), model(_noise(4))
@@ -151,6 +153,21 @@ def test_augmentation_changes_training_output_but_never_eval_output():
     masked = model.spec_augment(torch.ones(4, 128, 130))
     assert (masked == 0).any() and not torch.equal(masked[0], masked[1])  # random bands, per example
     assert model.spec_augment.eval()(torch.ones(4, 128, 130)).eq(1).all()
+
+
+def test_augmentation_is_the_recipes_alone_and_old_configs_that_stored_it_still_load():
+    config = ModelConfig(n_classes=3)
+    assert "augment" not in config.to_dict()  # a checkpoint stores it once, in the recipe
+    old = {**config.to_dict(), "augment": SPEC_AUGMENT.to_dict()}  # as 0.1.0 wrote it
+    assert ModelConfig.from_dict(old) == config
+
+
+def test_each_augmentation_switches_on_its_own():
+    both = replace(SPEC_AUGMENT, gain_db=6.0)
+    assert both.switched(spec_augment=False) == AugmentConfig(gain_db=6.0)  # --no-spec-augment keeps the gain
+    assert both.switched(gain_db=0.0) == SPEC_AUGMENT  # --gain 0 keeps the masks
+    assert AugmentConfig().switched(spec_augment=True) == SPEC_AUGMENT and both.switched() == both
+    assert MODERN.augment.spec_augment and not PAPER.augment.spec_augment
 
 
 def test_checkpoints_without_a_model_name_are_the_paper_cnn():
