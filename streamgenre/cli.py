@@ -335,43 +335,39 @@ def train(
         progress=not quiet,
     )
     if resume:
-        config = _resumed(config, _given_options(context))
+        from streamgenre.train import resumed_config
+
+        config = resumed_config(config, _typed_fields(context))
     _setup_logging()
     result = run_training(config)
     if _is_main_process():
         _print_training(result)
 
 
-# `train` options that set a recipe field, and those that set a TrainConfig field (others are the machine's).
-_RECIPE_OPTIONS = {"epochs": "epochs", "windows_per_clip": "windows_per_clip", "offset": "offset_s", "batch_size": "batch_size"}
-_RECIPE_OPTIONS |= {"lr": "lr", "mixup": "mixup_alpha", "spec_augment": "augment", "gain": "augment", "val_windows": "val_windows"}
-_RUN_OPTIONS = {"model": "model", "width": "width", "duration": "duration_s", "resample": "resample", "shuffle_buffer": "shuffle_buffer"}
-_RUN_OPTIONS |= {"genres": "genres", "seed": "seed", "max_skip_fraction": "max_skip_fraction", "sync_bn": "sync_bn"}
+# The `train` options that set a config field of another name (dotted paths into TrainConfig);
+# every other option sets the field it is named after. What --resume does with each field is
+# declared on the field itself (streamgenre.config).
+_MASKS = ("freq_masks", "freq_mask_bins", "time_masks", "time_mask_frames")
+_OPTION_FIELDS = {
+    "duration": ("duration_s",),
+    "compile_model": ("compile",),
+    "quiet": ("progress",),
+    "epochs": ("recipe.epochs",),
+    "windows_per_clip": ("recipe.windows_per_clip",),
+    "offset": ("recipe.offset_s", "recipe.windows_per_clip"),  # a fixed offset means one window per clip
+    "batch_size": ("recipe.batch_size",),
+    "lr": ("recipe.lr",),
+    "mixup": ("recipe.mixup_alpha",),
+    "spec_augment": tuple(f"recipe.augment.{mask}" for mask in _MASKS),
+    "gain": ("recipe.augment.gain_db",),
+    "val_windows": ("recipe.val_windows",),
+}
 
 
-def _given_options(context: typer.Context) -> set[str]:
-    """The options of the running command that the user typed (not left at their defaults)."""
-    return {name for name in context.params if context.get_parameter_source(name).name != "DEFAULT"}
-
-
-def _resumed(config, given: set[str]):
-    """`--resume`: the run's own settings, except the options given now (which train then checks)."""
-    from dataclasses import replace
-
-    from streamgenre.checkpoint import LAST_NAME, load_checkpoint
-    from streamgenre.train import TrainConfig
-
-    if not (config.out / LAST_NAME).is_file():
-        return config  # train says there is nothing to resume
-    saved = TrainConfig.from_dict(load_checkpoint(config.out / LAST_NAME)["train_config"])
-    recipe = (
-        config.recipe
-        if "recipe" in given
-        else replace(saved.recipe, **{field: getattr(config.recipe, field) for option, field in _RECIPE_OPTIONS.items() if option in given})
-    )
-    changed = {field: getattr(config, field) for option, field in _RUN_OPTIONS.items() if option in given}
-    machine = {field: getattr(config, field) for field in ("shards", "out", "workers", "device", "amp", "compile", "progress", "resume")}
-    return replace(saved, recipe=recipe, **changed, **machine)
+def _typed_fields(context: typer.Context) -> set[str]:
+    """The config fields (dotted paths) set by the options the user typed, not left at their defaults."""
+    typed = [name for name in context.params if context.get_parameter_source(name).name != "DEFAULT"]
+    return {path for name in typed for path in _OPTION_FIELDS.get(name, (name,))}
 
 
 def _chosen_recipe(name: str | None, model: str, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, gain, val_windows):

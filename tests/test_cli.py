@@ -10,6 +10,7 @@ import typer.main
 from typer.testing import CliRunner
 
 import streamgenre
+from streamgenre.checkpoint import load_checkpoint
 from streamgenre.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,12 +130,19 @@ def test_resume_takes_the_runs_own_settings_and_checks_only_the_options_given(tm
         "1",
         "--batch-size",
         "4",
+        "--amp",
+        "--no-spec-augment",
         "--workers",
         "0",
         "--quiet",
     ]
     assert CliRunner().invoke(app, first).exit_code == 0
-    again = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--resume", "--workers", "0", "--quiet"])
-    assert again.exit_code == 0, again.output  # model resnet, 1 epoch, batch 4 come from the run itself
-    changed = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--resume", "--lr", "0.1", "--workers", "0"])
-    assert changed.exit_code == 2 and "recipe.lr 0.002 -> 0.1" in changed.output and "model" not in changed.output
+    resume = ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--resume", "--workers", "0", "--quiet"]
+    again = CliRunner().invoke(app, resume)
+    assert again.exit_code == 0, again.output  # model resnet, 1 epoch, batch 4, --amp, no masks come from the run itself
+    changed = CliRunner().invoke(app, [*resume, "--lr", "0.1", "--spec-augment"])
+    assert changed.exit_code == 2 and "recipe.lr 0.002 -> 0.1" in changed.output and "recipe.augment.freq_masks 0 -> 2" in changed.output
+    assert "model" not in changed.output and "amp" not in changed.output
+    longer = CliRunner().invoke(app, [*resume, "--epochs", "2"])
+    assert longer.exit_code == 0 and "trained 2 epochs" in longer.output, longer.output
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["recipe"]["epochs"] == 2

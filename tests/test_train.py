@@ -132,6 +132,21 @@ def test_resume_refuses_settings_that_would_change_the_run(packed, tmp_path):
         train(tiny_train_config(packed, tmp_path / "run", epochs=1, lr=0.1, resume=True))
 
 
+def test_resume_with_more_epochs_extends_the_run_on_the_longer_schedule(packed, tmp_path):
+    """Constant rate: the extension is the longer run step for step. Cosine: the added epochs follow the longer curve to zero."""
+    train(tiny_train_config(packed, tmp_path / "paper", epochs=1))
+    train(tiny_train_config(packed, tmp_path / "paper", epochs=2, resume=True))
+    train(tiny_train_config(packed, tmp_path / "paper-straight", epochs=2))
+    a, b = (load_checkpoint(tmp_path / name / "last.pt")["model"] for name in ("paper", "paper-straight"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    train(tiny_train_config(packed, tmp_path / "cosine", recipe="modern", windows_per_clip=1, epochs=1))
+    extended = train(tiny_train_config(packed, tmp_path / "cosine", recipe="modern", windows_per_clip=1, epochs=3, resume=True))
+    rates = [row["lr"] for row in extended.history]  # each epoch's rate at its end
+    assert rates[0] < 1e-3 * MODERN.lr and 0.1 * MODERN.lr < rates[1] < MODERN.lr and rates[2] < 1e-3 * MODERN.lr
+    with pytest.raises(InputError, match="already trained 3 epochs"):
+        train(tiny_train_config(packed, tmp_path / "cosine", recipe="modern", windows_per_clip=1, epochs=2, resume=True))
+
+
 def test_existing_run_needs_resume_and_resume_needs_a_run(packed, tmp_path):
     with pytest.raises(InputError, match="--resume"):
         train(tiny_train_config(packed, tmp_path / "nothing", resume=True))
