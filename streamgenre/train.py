@@ -366,7 +366,7 @@ def _wrap_for_dist(model: GenreClassifier, dist: DistInfo, device: torch.device,
         return model
     if sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    # The frontend's STFT and mel filters are constants (~17 MB): never broadcast them each step.
+    # The frontend's window and mel filters are constants (~0.5 MB): never broadcast them each step.
     constants = [f"frontend.{name}" for name, _ in model.frontend.named_buffers()]
     torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, constants)
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

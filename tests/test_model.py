@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +16,12 @@ from streamgenre.augment import SPEC_AUGMENT, AugmentConfig
 from streamgenre.errors import InputError
 from streamgenre.frontend import FrontendConfig
 from streamgenre.model import GenreClassifier, ModelConfig, count_parameters, describe_model
-from streamgenre.models import model_names
+from streamgenre.models import model_names, model_spec
 from streamgenre.models.paper import FLATTEN_FEATURES, PaperCNN
 from streamgenre.models.resnet import ShortChunkResNet
 from streamgenre.recipes import MODERN, PAPER
 
+README = Path(__file__).resolve().parents[1] / "README.md"
 HALF_SECOND = 11025  # at 22050 Hz; the frontend resizes any length to 288x432
 
 
@@ -133,6 +137,21 @@ def test_models_state_their_size_and_cost():
     paper, resnet = (describe_model(ModelConfig(n_classes=5, name=name)) for name in ("paper", "resnet"))
     assert paper.parameters == 148165 and resnet.parameters == 381413
     assert 0.25 < paper.backbone_gflops < 0.35 and 0.3 < resnet.backbone_gflops < 0.4 and paper.frontend_gflops == resnet.frontend_gflops
+
+
+def test_readme_and_model_docstrings_state_what_each_model_builds():
+    """The Models table, and a model file's docstring where it counts them, give its parameters for 5 genres; the ResNet's widths are the built ones."""
+    readme = README.read_text().split("\n## Models\n")[1].split("\n## ")[0]
+    for name in model_names():
+        facts = describe_model(ModelConfig(n_classes=5, name=name))
+        (row,) = [line for line in readme.splitlines() if line.startswith(f"| `{name}`")]
+        assert f"| {facts.parameters:,}" in row and f"| {facts.backbone_gflops:.2f} |" in row, row
+        docstring = sys.modules[model_spec(name).build.__module__].__doc__
+        assert f"{facts.parameters:,}" in docstring or not re.search(r"[0-9,]+ parameters", docstring), name
+    resnet = ShortChunkResNet(n_classes=5)
+    widths = [block.body[0].out_channels for block in resnet.blocks]  # (w, 2w, 2w, 4w) with w = 32
+    assert f"{'/'.join(map(str, widths))} channels" in readme
+    assert ", ".join(f"{width // widths[0]}w".replace("1w", "w") for width in widths) in sys.modules[ShortChunkResNet.__module__].__doc__
 
 
 def test_unknown_model_and_misplaced_width_are_input_errors():
