@@ -315,7 +315,9 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed for weights, shard order and random windows.", show_default=FROM_CONFIG)] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.", show_default=FROM_CONFIG)] = None,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision.", show_default="on with CUDA")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt, with its own settings.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt, with its own settings (with --epochs N: up to N epochs).")
+    ] = False,
     shuffle_buffer: Annotated[int | None, typer.Option(help="Clips held for shuffling in each loader worker.", show_default=FROM_CONFIG)] = None,
     max_skip_fraction: Annotated[
         float | None,
