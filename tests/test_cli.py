@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import typer
 import typer.main
 from typer.testing import CliRunner
@@ -115,6 +116,7 @@ def test_negative_workers_is_one_line(tmp_path):
     assert result.output.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_resume_takes_the_runs_own_settings_and_checks_only_the_options_given(tmp_path):
     from tests.conftest import write_packed_dir
 

@@ -96,6 +96,7 @@ def test_invalid_config_raises_input_error(kwargs):
         ModelConfig(**kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", model_names())
 def test_model_learns_a_separable_toy_set(name):
     """Low tones vs high tones in noise: the whole model, frontend included, must fit them."""
