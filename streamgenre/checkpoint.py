@@ -1,6 +1,6 @@
 """Self-describing checkpoints: weights plus the inference contract needed to rebuild and feed the model.
 
-A checkpoint alone can predict: it carries the model config (backbone, frontend, augmentation)
+A checkpoint alone can predict: it carries the model config (backbone, width, dropout, frontend)
 and an `InferenceSpec` (labels, window, sample rate, where to resample). It is saved atomically,
 never half-written, and loaded with `torch.load(weights_only=True)`, so a checkpoint from
 anywhere cannot run code: only tensors and plain Python values come back.
@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from streamgenre import __version__
+from streamgenre.config import config_from_dict
 from streamgenre.errors import CheckpointError, InputError
 from streamgenre.files import atomic_path
-from streamgenre.frontend import config_from_dict
 from streamgenre.model import GenreClassifier, ModelConfig
 from streamgenre.models.musicnn import GENRE_TAGS, MSD_TAGS, MUSICNN_FRONTEND, MusicnnTagger
 

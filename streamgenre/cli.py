@@ -5,7 +5,10 @@ and exit code 2; any other exception becomes one line too, with a hint to rerun 
 ``streamgenre --debug`` for its traceback; Ctrl-C exits 130. Heavy imports happen inside
 commands so `--help` is instant. Defaults that are not plain values (``one per CPU core``) are
 given to typer as `show_default` text: written as ``[default: ...]`` inside a help string, Rich
-would take them for markup and drop them.
+would take them for markup and drop them. `train`'s defaults belong to its configs (the recipes,
+`TrainConfig`): its options default to None, meaning "the config's", and its help reads the
+values from the configs when it is drawn (importing them loads torch, which the help of every
+other command is spared).
 """
 
 from __future__ import annotations
@@ -61,6 +64,19 @@ class _Group(_QuietTypes, TyperGroup):
     pass
 
 
+class _TrainCommand(_Command):
+    """`train`, whose help shows the defaults its configs hold (see `_config_default`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.from_config = [param for param in self.params if param.show_default == FROM_CONFIG]
+
+    def format_help(self, ctx, formatter) -> None:
+        for param in self.from_config:
+            param.show_default = _config_default(param.name)
+        super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
     cls=_Group,
     add_completion=False,
@@ -71,6 +87,7 @@ app = typer.Typer(
 command = functools.partial(app.command, cls=_Command)
 
 ONE_PER_CORE = "one per CPU core"
+FROM_CONFIG = "the config's"  # replaced by the value itself when `train --help` is drawn
 
 
 def _print_version(value: bool) -> None:
@@ -261,7 +278,7 @@ def _index_table(index) -> str:
 
 
 # -- train -----------------------------------------------------------------------------------
-@command()
+@app.command(cls=_TrainCommand)
 @friendly_errors
 def train(
     context: typer.Context,
@@ -272,37 +289,43 @@ def train(
         typer.Option(
             help="modern (many random windows, AdamW, cosine, mixup, SpecAugment), paper (the study's loop exactly), "
             "probe (a frozen pretrained backbone, a trained head) or finetune (all of it, the backbone slower).",
-            show_default="musicnn: probe, others: modern",
+            show_default=FROM_CONFIG,
         ),
     ] = None,
     model: Annotated[
-        str, typer.Option(help="paper (the study's CNN), resnet (short-chunk ResNet) or musicnn (pretrained); see `streamgenre models`.")
-    ] = "paper",
-    width: Annotated[int | None, typer.Option(help="Width of models that have one.", show_default="resnet: 32")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs.", show_default="modern: 15, paper: 20")] = None,
-    windows_per_clip: Annotated[int | None, typer.Option(help="Random windows per clip per epoch.", show_default="modern: 8, paper: 1")] = None,
-    offset: Annotated[
-        str | None, typer.Option(help="'random' windows, or one window at a fixed start such as 15s or 0:15.", show_default="modern: random, paper: 15s")
+        str | None,
+        typer.Option(help="paper (the study's CNN), resnet (short-chunk ResNet) or musicnn (pretrained); see `streamgenre models`.", show_default=FROM_CONFIG),
     ] = None,
-    duration: Annotated[str | None, typer.Option(help="Window length.", show_default="the model's own: 3s")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size.", show_default="modern: 32, paper: 25")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default="modern: 0.002, paper: 0.0005")] = None,
-    mixup: Annotated[float | None, typer.Option(help="Mixup Beta(alpha, alpha); 0 turns it off.", show_default="modern: 0.2, paper: 0")] = None,
+    width: Annotated[int | None, typer.Option(help="Width of models that have one.", show_default=FROM_CONFIG)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.", show_default=FROM_CONFIG)] = None,
+    windows_per_clip: Annotated[int | None, typer.Option(help="Random windows per clip per epoch.", show_default=FROM_CONFIG)] = None,
+    offset: Annotated[str | None, typer.Option(help="'random' windows, or one window at a fixed start such as 15s or 0:15.", show_default=FROM_CONFIG)] = None,
+    duration: Annotated[str | None, typer.Option(help="Window length.", show_default=FROM_CONFIG)] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.", show_default=FROM_CONFIG)] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default=FROM_CONFIG)] = None,
+    mixup: Annotated[float | None, typer.Option(help="Mixup Beta(alpha, alpha); 0 turns it off.", show_default=FROM_CONFIG)] = None,
     spec_augment: Annotated[
-        bool | None, typer.Option("--spec-augment/--no-spec-augment", help="Frequency and time masks on the mel.", show_default="modern: on, paper: off")
+        bool | None,
+        typer.Option("--spec-augment/--no-spec-augment", help="Frequency and time masks on the mel (nothing else).", show_default=FROM_CONFIG),
     ] = None,
-    val_windows: Annotated[int | None, typer.Option(help="Windows per clip for whole-clip validation and test.", show_default="10")] = None,
+    gain: Annotated[float | None, typer.Option(help="Random gain within +-DB decibels; 0 turns it off.", show_default=FROM_CONFIG)] = None,
+    val_windows: Annotated[int | None, typer.Option(help="Windows per clip for whole-clip validation and test.", show_default=FROM_CONFIG)] = None,
     genres: Annotated[str | None, typer.Option(help="Comma-separated subset of the packed genres, e.g. Rock,Hip-Hop,Folk.")] = None,
     workers: Annotated[int | None, typer.Option(help="Loader worker processes.", show_default=ONE_PER_CORE)] = None,
-    seed: Annotated[int, typer.Option(help="Seed for weights, shard order and random windows.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int | None, typer.Option(help="Seed for weights, shard order and random windows.", show_default=FROM_CONFIG)] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.", show_default=FROM_CONFIG)] = None,
     amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision.", show_default="on with CUDA")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt, with its own settings.")] = False,
-    shuffle_buffer: Annotated[int, typer.Option(help="Clips held for shuffling in each loader worker.")] = 64,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt, with its own settings (with --epochs N: up to N epochs).")
+    ] = False,
+    shuffle_buffer: Annotated[int | None, typer.Option(help="Clips held for shuffling in each loader worker.", show_default=FROM_CONFIG)] = None,
     max_skip_fraction: Annotated[
-        float, typer.Option(help="Stop when more than this fraction of samples is skipped (undecodable, or of a genre not in index.json).")
-    ] = 0.01,
-    resample: Annotated[str, typer.Option(help="Resample on the 'device' inside the model, or on the 'cpu' in the loader.")] = "device",
+        float | None,
+        typer.Option(help="Stop when more than this fraction of samples is skipped (undecodable, or of a genre not in index.json).", show_default=FROM_CONFIG),
+    ] = None,
+    resample: Annotated[
+        str | None, typer.Option(help="Resample on the 'device' inside the model, or on the 'cpu' in the loader.", show_default=FROM_CONFIG)
+    ] = None,
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: synchronise batch-norm statistics across processes.")] = False,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (minutes of compiling first; try it on a GPU).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars (there are none when stderr is not a terminal).")] = False,
@@ -312,80 +335,131 @@ def train(
     from streamgenre.train import train as run_training
     from streamgenre.units import parse_duration
 
+    defaulted = {  # None: the config's default
+        "model": model,
+        "width": width,
+        "duration_s": parse_duration(duration) if duration else None,
+        "resample": resample,
+        "shuffle_buffer": shuffle_buffer,
+        "workers": workers,
+        "seed": seed,
+        "device": device,
+        "amp": amp,
+        "max_skip_fraction": max_skip_fraction,
+    }
     config = TrainConfig(
         shards=shards,
         out=out or _default_run_dir(),
-        recipe=_chosen_recipe(recipe, model, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, val_windows),
-        model=model,
-        width=width,
-        duration_s=parse_duration(duration) if duration is not None else None,
-        resample=resample,
-        shuffle_buffer=shuffle_buffer,
+        recipe=_chosen_recipe(recipe, model, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, gain, val_windows),
         genres=_split_list(genres),
-        workers=workers,
-        seed=seed,
-        device=device,
-        amp=amp,
         resume=resume,
-        max_skip_fraction=max_skip_fraction,
         sync_bn=sync_bn,
         compile=compile_model,
         progress=not quiet,
+        **{name: value for name, value in defaulted.items() if value is not None},
     )
     if resume:
-        config = _resumed(config, _given_options(context))
+        from streamgenre.train import resumed_config
+
+        config = resumed_config(config, _typed_fields(context))
     _setup_logging()
     result = run_training(config)
     if _is_main_process():
         _print_training(result)
 
 
-# `train` options that set a recipe field, and those that set a TrainConfig field (others are the machine's).
-_RECIPE_OPTIONS = {"epochs": "epochs", "windows_per_clip": "windows_per_clip", "offset": "offset_s", "batch_size": "batch_size"}
-_RECIPE_OPTIONS |= {"lr": "lr", "mixup": "mixup_alpha", "spec_augment": "augment", "val_windows": "val_windows"}
-_RUN_OPTIONS = {"model": "model", "width": "width", "duration": "duration_s", "resample": "resample", "shuffle_buffer": "shuffle_buffer"}
-_RUN_OPTIONS |= {"genres": "genres", "seed": "seed", "max_skip_fraction": "max_skip_fraction", "sync_bn": "sync_bn"}
+# The `train` options that set a config field of another name (dotted paths into TrainConfig);
+# every other option sets the field it is named after. What --resume does with each field is
+# declared on the field itself (streamgenre.config).
+_MASKS = ("freq_masks", "freq_mask_bins", "time_masks", "time_mask_frames")
+_OPTION_FIELDS = {
+    "duration": ("duration_s",),
+    "compile_model": ("compile",),
+    "quiet": ("progress",),
+    "epochs": ("recipe.epochs",),
+    "windows_per_clip": ("recipe.windows_per_clip",),
+    "offset": ("recipe.offset_s", "recipe.windows_per_clip"),  # a fixed offset means one window per clip
+    "batch_size": ("recipe.batch_size",),
+    "lr": ("recipe.lr",),
+    "mixup": ("recipe.mixup_alpha",),
+    "spec_augment": tuple(f"recipe.augment.{mask}" for mask in _MASKS),
+    "gain": ("recipe.augment.gain_db",),
+    "val_windows": ("recipe.val_windows",),
+}
 
 
-def _given_options(context: typer.Context) -> set[str]:
-    """The options of the running command that the user typed (not left at their defaults)."""
-    return {name for name in context.params if context.get_parameter_source(name).name != "DEFAULT"}
+def _typed_fields(context: typer.Context) -> set[str]:
+    """The config fields (dotted paths) set by the options the user typed, not left at their defaults."""
+    typed = [name for name in context.params if context.get_parameter_source(name).name != "DEFAULT"]
+    return {path for name in typed for path in _OPTION_FIELDS.get(name, (name,))}
 
 
-def _resumed(config, given: set[str]):
-    """`--resume`: the run's own settings, except the options given now (which train then checks)."""
-    from dataclasses import replace
+def _config_default(option: str) -> str:
+    """A `train` option's default as its help shows it, read from the config field the option sets.
 
-    from streamgenre.checkpoint import LAST_NAME, load_checkpoint
+    Recipe fields show each recipe's value where they differ (``modern: 15, paper: 20``), model
+    facts each model's (``resnet: 32``).
+    """
+    from dataclasses import fields
+
+    from streamgenre.models import model_names, model_spec
+    from streamgenre.recipes import RECIPES, default_recipe
     from streamgenre.train import TrainConfig
 
-    if not (config.out / LAST_NAME).is_file():
-        return config  # train says there is nothing to resume
-    saved = TrainConfig.from_dict(load_checkpoint(config.out / LAST_NAME)["train_config"])
-    recipe = (
-        config.recipe
-        if "recipe" in given
-        else replace(saved.recipe, **{field: getattr(config.recipe, field) for option, field in _RECIPE_OPTIONS.items() if option in given})
-    )
-    changed = {field: getattr(config, field) for option, field in _RUN_OPTIONS.items() if option in given}
-    machine = {field: getattr(config, field) for field in ("shards", "out", "workers", "device", "amp", "compile", "progress", "resume")}
-    return replace(saved, recipe=recipe, **changed, **machine)
+    specs = [model_spec(name) for name in model_names()]
+    if option == "recipe":
+        pretrained = ", ".join(spec.name for spec in specs if spec.pretrained)
+        return f"{pretrained}: {default_recipe(True).name}, others: {default_recipe(False).name}"
+    if option == "width":
+        return ", ".join(f"{spec.name}: {spec.default_width}" for spec in specs if spec.default_width is not None)
+    if option == "duration":
+        return "the model's own: " + _joined({spec.name: f"{spec.frontend.window_s:g}s" for spec in specs})
+    path = _HELP_FIELDS.get(option, _OPTION_FIELDS.get(option, (option,))[0])
+    if not path.startswith("recipe."):
+        return _shown_default(path, {f.name: f.default for f in fields(TrainConfig)}[path])
+    return _joined({name: _shown_default(path, _value_at(recipe, path.removeprefix("recipe."))) for name, recipe in RECIPES.items()})
 
 
-def _chosen_recipe(name: str | None, model: str, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, val_windows):
-    """The named recipe with the options the user gave; a fixed --offset means one window per clip."""
+# `train` options whose help default is another field than the first one they set.
+_HELP_FIELDS = {"spec_augment": "recipe.augment.spec_augment"}
+
+
+def _joined(values: dict[str, str]) -> str:
+    """One value when all agree, else ``name: value`` pairs."""
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"{name}: {value}" for name, value in values.items())
+
+
+def _value_at(config, path: str):
+    for name in path.split("."):
+        config = getattr(config, name)
+    return config
+
+
+def _shown_default(path: str, value) -> str:
+    """How help writes a default: on/off, ``random`` for no fixed offset, seconds with their unit."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "random"
+    return f"{value:g}s" if path.endswith("_s") else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _chosen_recipe(name: str | None, model: str | None, epochs, windows_per_clip, offset, batch_size, lr, mixup, spec_augment, gain, val_windows):
+    """The named recipe (None: the model's default) with the options the user gave; a fixed --offset means one window per clip."""
     from dataclasses import replace
 
-    from streamgenre.augment import AugmentConfig
+    from streamgenre.model import DEFAULT_MODEL
     from streamgenre.models import model_spec
-    from streamgenre.recipes import MODERN, default_recipe, recipe_named
+    from streamgenre.recipes import default_recipe, recipe_named
     from streamgenre.units import parse_duration
 
-    base = default_recipe(model_spec(model).pretrained) if name is None else recipe_named(name)
+    base = default_recipe(model_spec(model or DEFAULT_MODEL).pretrained) if name is None else recipe_named(name)
     offset_s = base.offset_s if offset is None else None if offset.strip().lower() == "random" else parse_duration(offset)
     if offset_s is not None and windows_per_clip is None:
         windows_per_clip = 1
-    augment = None if spec_augment is None else MODERN.augment if spec_augment else AugmentConfig()
+    augment = base.augment.switched(spec_augment, gain)
     given = {
         "epochs": epochs,
         "windows_per_clip": windows_per_clip,

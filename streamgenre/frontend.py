@@ -10,8 +10,8 @@ read. Works on tensors already on the device; knows nothing about files, decodin
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import julius
 import torch
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from nnAudio.utils import get_mel
 from torch import nn
 
+from streamgenre.config import config_from_dict
 from streamgenre.errors import InputError
 from streamgenre.paper import PAPER_SAMPLE_RATE, PAPER_WINDOW_S
 
@@ -30,8 +31,6 @@ NORM_EPS = 1e-5
 # then per-example normalisation); "log10" is musicnn's log10(1 + LOG_SCALE * mel).
 COMPRESSIONS = ("db", "log10")
 LOG_SCALE = 10000.0
-
-ConfigT = TypeVar("ConfigT")
 
 
 @dataclass(frozen=True)
@@ -101,22 +100,6 @@ class FrontendConfig:
     def from_dict(cls, data: dict[str, Any]) -> FrontendConfig:
         """Rebuild from `to_dict` output; unknown keys raise `InputError`."""
         return config_from_dict(cls, data)
-
-
-def config_from_dict(cls: type[ConfigT], data: dict[str, Any]) -> ConfigT:
-    """Build the dataclass `cls` from `data`, so an old or foreign dict fails with a clear message.
-
-    Raises:
-        InputError: `data` has keys `cls` does not know, misses a required one, or fails validation.
-    """
-    known = {field.name for field in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise InputError(f"{cls.__name__}: unknown keys {unknown}; known keys: {sorted(known)}")
-    try:
-        return cls(**data)
-    except TypeError as exn:  # a missing required key
-        raise InputError(f"{cls.__name__}: {exn}") from exn
 
 
 def power_to_db(specgram: torch.Tensor, top_db: float) -> torch.Tensor:

@@ -1,21 +1,22 @@
 """The genre classifier: mel frontend -> (training-only augmentation) -> a registered backbone.
 
-Owns the classifier's config (which backbone, its width and dropout, the frontend and the
-augmentation) and how the pieces connect; the architectures live in `streamgenre.models`.
-Knows nothing about data loading, training loops or checkpoint files.
+Owns the classifier's config (which backbone, its width and dropout, the frontend) and how the
+pieces connect; the architectures live in `streamgenre.models`. Augmentation is given by the
+training recipe, not configured here. Knows nothing about data loading, training loops or checkpoint files.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from streamgenre.augment import AugmentConfig, RandomGain, SpecAugment
+from streamgenre.config import config_from_dict
 from streamgenre.errors import InputError
-from streamgenre.frontend import FrontendConfig, MelFrontend, config_from_dict, is_exporting
+from streamgenre.frontend import FrontendConfig, MelFrontend, is_exporting
 from streamgenre.models import model_spec
 
 DEFAULT_MODEL = "paper"
@@ -33,7 +34,8 @@ class ModelConfig:
     `name` picks the backbone (`streamgenre.models`); `width` is its width knob (None: the
     model's default). `dropout` is the probability before the last Linear layer: the paper uses
     dropout there without stating p, so this takes PyTorch's default, 0.5. `frontend=None`
-    means the backbone's own (`default_frontend`). Old checkpoints, which lack `name`, are `paper`.
+    means the backbone's own (`default_frontend`). Old checkpoints, which lack `name`, are `paper`;
+    older ones also stored the recipe's augmentation here, which `from_dict` drops.
     """
 
     n_classes: int
@@ -41,7 +43,6 @@ class ModelConfig:
     dropout: float = 0.5
     width: int | None = None
     frontend: FrontendConfig | None = None
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
         spec = model_spec(self.name)
@@ -63,15 +64,19 @@ class ModelConfig:
             raise InputError(f"model {self.name!r} was pretrained on its own frontend ({declared}); it cannot take another")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with the frontend and augmentation configs nested (see `from_dict`)."""
+        """A JSON-ready dict with the frontend config nested (see `from_dict`)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Rebuild from `to_dict` output; unknown keys, here or nested, raise `InputError`."""
         frontend = FrontendConfig.from_dict(data["frontend"]) if data.get("frontend") is not None else None
-        augment = AugmentConfig.from_dict(data.get("augment", {}))
-        return config_from_dict(cls, {**data, "frontend": frontend, "augment": augment})
+        current = {name: value for name, value in data.items() if name != _LEGACY_AUGMENT}
+        return config_from_dict(cls, {**current, "frontend": frontend})
+
+
+# Older checkpoints stored the recipe's augmentation in the model config as well; it is the recipe's alone now.
+_LEGACY_AUGMENT = "augment"
 
 
 class GenreClassifier(nn.Module):
@@ -85,15 +90,18 @@ class GenreClassifier(nn.Module):
 
     Args:
         config: the architecture; kept as `self.config` so checkpoints can rebuild it.
+        augment: the training recipe's augmentation (None: none); not part of `config`, because
+            it changes only training, never what the trained model computes.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, augment: AugmentConfig | None = None):
         super().__init__()
         self.config = config
         spec = model_spec(config.name)
-        self.gain = RandomGain(config.augment.gain_db)
+        augment = augment or AugmentConfig()
+        self.gain = RandomGain(augment.gain_db)
         self.frontend = MelFrontend(config.frontend)
-        self.spec_augment = SpecAugment(config.augment)
+        self.spec_augment = SpecAugment(augment)
         self.cnn = spec.build(config.n_classes, config.dropout, config.width if config.width is not None else spec.default_width)
         self.cnn.to(memory_format=torch.channels_last)
 

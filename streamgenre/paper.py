@@ -8,7 +8,6 @@ from __future__ import annotations
 
 PAPER_SAMPLE_RATE = 22050  # Hz: librosa's default rate, at which the paper computed its mel spectrograms
 PAPER_WINDOW_S = 3.0  # seconds of audio per example
-PAPER_OFFSET_S = 0.0  # the paper took the first 3 s of each clip
 PAPER_BATCH_SIZE = 25
 PAPER_LR = 5e-4  # Adam
 PAPER_EPOCHS = 20

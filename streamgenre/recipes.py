@@ -7,6 +7,7 @@ and SpecAugment. `probe` and `finetune` are for pretrained models (`--model musi
 probe trains only the head on a frozen backbone; finetune trains everything, the backbone at
 a tenth of the head's rate. Their values were chosen by measurement on real music (README, "Accuracy").
 The learning rate is a pure function of the step, so `--resume` continues the same curve.
+`--resume --epochs N` extends a run: the schedule is replanned for N epochs (see `learning_rate`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from streamgenre.augment import AugmentConfig
+from streamgenre.augment import SPEC_AUGMENT, AugmentConfig
+from streamgenre.config import MAY_CHANGE, config_from_dict, resume_field
 from streamgenre.errors import InputError, look_up
-from streamgenre.frontend import config_from_dict
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_EPOCHS, PAPER_LR
 from streamgenre.windows import check_windows_per_clip
 
@@ -31,11 +32,12 @@ class Recipe:
 
     `offset_s=None` draws `windows_per_clip` random windows per clip per epoch; a number takes
     the one window there. `val_windows` evenly spaced windows per clip, probabilities averaged,
-    score validation and the final test (whole-clip accuracy chooses best.pt).
+    score validation and the final test (whole-clip accuracy chooses best.pt). Every field but
+    `epochs` is kept by `--resume`; more epochs extend a run.
     """
 
     name: str
-    epochs: int
+    epochs: int = resume_field(MAY_CHANGE)
     batch_size: int
     lr: float
     optimizer: str = "adam"
@@ -97,7 +99,9 @@ def learning_rate(recipe: Recipe, step: int, total_steps: int) -> float:
 
     Linear warm-up over the first `warmup_fraction` of the steps, then constant or a cosine
     decay to zero. Steps past `total_steps` (an epoch may run a batch longer than planned) stay
-    at the final value.
+    at the final value. A run extended to more epochs (`--resume --epochs N`) takes from then on
+    the rate a run planned for N epochs from the start would have: the constant rate simply
+    continues; the cosine rises back to that longer curve and decays to zero at epoch N.
     """
     progress = min(1.0, step / max(1, total_steps))
     if progress < recipe.warmup_fraction:
@@ -123,11 +127,11 @@ MODERN = Recipe(
     mixup_alpha=0.2,
     windows_per_clip=8,
     offset_s=None,
-    augment=AugmentConfig(freq_masks=2, freq_mask_bins=16, time_masks=2, time_mask_frames=20),
+    augment=SPEC_AUGMENT,
 )
 PROBE = Recipe(
     "probe",
-    epochs=8,
+    epochs=20,
     batch_size=32,
     lr=1e-3,
     optimizer="adamw",

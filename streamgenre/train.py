@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from streamgenre.checkpoint import (
     make_bundle,
     save_checkpoint,
 )
+from streamgenre.config import MACHINE, MAY_CHANGE, config_from_dict, kept_changes, resume_field, resumed
 from streamgenre.dist import (
     DistInfo,
     all_ranks_agree,
@@ -45,7 +46,6 @@ from streamgenre.dist import (
 from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import Predictions, predict_clips, summarise, write_report
 from streamgenre.files import atomic_write, remove_stale_temporaries
-from streamgenre.frontend import config_from_dict
 from streamgenre.lock import run_lock
 from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig, default_frontend
 from streamgenre.models import model_names, model_spec
@@ -73,10 +73,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on: the data, the model, the recipe and the machine."""
+    """Everything a training run depends on: the data, the model, the recipe and the machine.
 
-    shards: str
-    out: Path
+    Each field declares what `--resume` does with it (`streamgenre.config`): machine fields are
+    always this invocation's, the run's own value of the others is kept unless it may change.
+    """
+
+    shards: str = resume_field(MACHINE)  # where the packed data is now (its labels are checked)
+    out: Path = resume_field(MACHINE)
     recipe: Recipe = MODERN
     model: str = DEFAULT_MODEL
     width: int | None = None
@@ -85,16 +89,16 @@ class TrainConfig:
     resample: str = "device"
     shuffle_buffer: int = 64
     genres: tuple[str, ...] | None = None
-    workers: int | None = None
+    workers: int | None = resume_field(MACHINE, default=None)
     seed: int = 0
-    device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA, off on CPU
-    resume: bool = False
-    max_skip_fraction: float = 0.01
+    device: str = resume_field(MACHINE, default="auto")
+    amp: bool | None = resume_field(MAY_CHANGE, default=None)  # None: on for CUDA, off on CPU
+    resume: bool = resume_field(MACHINE, default=False)
+    max_skip_fraction: float = resume_field(MAY_CHANGE, default=0.01)
     sync_bn: bool = False
-    compile: bool = False  # torch.compile the model for training (off: not measured faster on a 2-core CPU)
-    progress: bool = True
-    time_budget_s: float | None = None  # stop after the epoch in which the run's wall time passes this
+    compile: bool = resume_field(MACHINE, default=False)  # torch.compile the model for training (off: not measured faster on a 2-core CPU)
+    progress: bool = resume_field(MACHINE, default=True)
+    time_budget_s: float | None = resume_field(MAY_CHANGE, default=None)  # stop after the epoch in which the run's wall time passes this
 
     def __post_init__(self):
         check_device_name(self.device)
@@ -132,7 +136,7 @@ class TrainConfig:
         )
 
     def model_config(self, n_classes: int) -> ModelConfig:
-        """The classifier this run trains, with the recipe's augmentation.
+        """The classifier this run trains (the recipe adds its augmentation when building it).
 
         Raises:
             InputError: the recipe treats a pretrained backbone apart, and the model has none.
@@ -140,7 +144,7 @@ class TrainConfig:
         if self.recipe.needs_pretrained and not model_spec(self.model).pretrained:
             pretrained = ", ".join(name for name in model_names() if model_spec(name).pretrained)
             raise InputError(f"--recipe {self.recipe.name} trains a pretrained backbone; --model {self.model} has none (pretrained: {pretrained})")
-        return ModelConfig(n_classes, self.model, self.dropout, self.width, augment=self.recipe.augment)
+        return ModelConfig(n_classes, self.model, self.dropout, self.width)
 
     def inference_spec(self, labels: list[str]) -> InferenceSpec:
         """What a checkpoint of this run needs to be fed."""
@@ -295,8 +299,8 @@ def _start_run(config: TrainConfig, source: SplitSource, dist: DistInfo, device:
 
 
 def build_trained_model(model_config: ModelConfig, recipe: Recipe) -> GenreClassifier:
-    """A fresh classifier as a run trains it: with a pretrained backbone frozen when the recipe freezes it."""
-    model = GenreClassifier(model_config)
+    """A fresh classifier as a run trains it: with the recipe's augmentation, and a pretrained backbone frozen when the recipe freezes it."""
+    model = GenreClassifier(model_config, recipe.augment)
     if recipe.backbone_lr_scale == 0:
         model.cnn.freeze()
     return model
@@ -362,7 +366,7 @@ def _wrap_for_dist(model: GenreClassifier, dist: DistInfo, device: torch.device,
         return model
     if sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    # The frontend's STFT and mel filters are constants (~17 MB): never broadcast them each step.
+    # The frontend's window and mel filters are constants (~0.5 MB): never broadcast them each step.
     constants = [f"frontend.{name}" for name, _ in model.frontend.named_buffers()]
     torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, constants)
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -550,12 +554,25 @@ def _rng_state() -> dict:
     return state
 
 
+def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
+    """`--resume` from the command line: the run's own settings in last.pt, with `config`'s machine fields and `given` ones.
+
+    `given` holds the dotted field paths the user typed (``recipe.epochs``); `train` then
+    refuses any of them that would change a kept setting. Without a last.pt, `config` as it is
+    (and `train` says there is nothing to resume).
+    """
+    last = Path(config.out) / LAST_NAME
+    if not last.is_file():
+        return config
+    return resumed(TrainConfig.from_dict(load_checkpoint(last)["train_config"]), config, given)
+
+
 def _restore(run: _Run, path: Path) -> None:
-    """Continue from last.pt: weights, optimizer, step, history and RNG, for the same settings only."""
+    """Continue from last.pt: weights, optimizer, step, history and RNG, for the same kept settings only."""
     bundle = load_checkpoint(path)
     if bundle["spec"]["labels"] != run.labels:
         raise InputError(f"--resume: the checkpoint was trained on {bundle['spec']['labels']}, these shards give {run.labels}")
-    _check_same_settings(bundle["train_config"], run.config.to_dict())
+    _check_resumable(TrainConfig.from_dict(bundle["train_config"]), run.config, len(bundle["history"]))
     run.model.load_state_dict(bundle["model"])
     run.optimizer.load_state_dict(bundle["optimizer"])
     run.scaler.load_state_dict(bundle["scaler"])
@@ -566,28 +583,13 @@ def _restore(run: _Run, path: Path) -> None:
         torch.cuda.set_rng_state_all(bundle["rng"]["cuda"])
 
 
-# Settings a resumed run may change: they do not alter what the finished run computes.
-_RESUMABLE = {"resume", "workers", "device", "progress", "max_skip_fraction", "shards", "out", "compile", "time_budget_s"}
-
-
-def _check_same_settings(saved: dict, given: dict) -> None:
-    """`--resume` continues the run as it was configured: refuse options that would change it."""
-    before, after = _flatten(saved), _flatten(given)
-    differing = [name for name, value in after.items() if name.split(".")[0] not in _RESUMABLE and before.get(name) != value]
-    changed = [f"{name} {before.get(name)!r} -> {after[name]!r}" for name in differing]
+def _check_resumable(saved: TrainConfig, config: TrainConfig, trained_epochs: int) -> None:
+    """`--resume` continues the run as it was configured: refuse changed kept settings, or fewer epochs than trained."""
+    changed = kept_changes(saved, config)
     if changed:
         raise InputError(f"--resume continues the run with its own settings, but these differ: {'; '.join(changed)}; drop them, or train a new run")
-
-
-def _flatten(settings: dict, prefix: str = "") -> dict:
-    """``{"recipe": {"lr": 1}}`` -> ``{"recipe.lr": 1}``, lists as tuples, so settings compare one by one."""
-    flat = {}
-    for name, value in settings.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{name}."))
-        else:
-            flat[f"{prefix}{name}"] = tuple(value) if isinstance(value, list) else value
-    return flat
+    if config.recipe.epochs < trained_epochs:
+        raise InputError(f"--resume --epochs {config.recipe.epochs}: the run has already trained {trained_epochs} epochs; give at least that many")
 
 
 def _write_history(out: Path, history: list[dict], best_epoch: int | None) -> None:

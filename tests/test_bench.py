@@ -28,12 +28,14 @@ def quick_run(tmp_path_factory) -> tuple[object, Path]:
     return result, out
 
 
+@pytest.mark.slow
 def test_quick_bench_succeeds_and_prints_the_table(quick_run):
     result, out = quick_run
     assert result.exit_code == 0, result.output
     assert "| stage | what |" in result.stdout and str(out / "bench.json") in result.stdout
 
 
+@pytest.mark.slow
 def test_json_holds_every_stage_with_a_rate(quick_run):
     _, out = quick_run
     report = json.loads((out / "bench.json").read_text())
@@ -45,6 +47,7 @@ def test_json_holds_every_stage_with_a_rate(quick_run):
     assert report["clip_set"]["clips"] == 6 and report["machine"]["cores"] >= 1 and report["machine"]["torch"]
 
 
+@pytest.mark.slow
 def test_the_train_step_is_trainings_for_every_model_and_channels_last_is_compared(quick_run):
     _, out = quick_run
     report = json.loads((out / "bench.json").read_text())
@@ -58,6 +61,7 @@ def test_the_train_step_is_trainings_for_every_model_and_channels_last_is_compar
     assert len(ratio) == 1 and ratio[0]["value"] > 0 and ratio[0]["goal"] == ">= 1.3"
 
 
+@pytest.mark.slow
 def test_predict_is_timed_on_the_clips_and_on_one_long_file_with_its_peak_rss(quick_run):
     _, out = quick_run
     rows = [row for row in json.loads((out / "bench.json").read_text())["rows"] if row["stage"] == "10"]
@@ -66,6 +70,7 @@ def test_predict_is_timed_on_the_clips_and_on_one_long_file_with_its_peak_rss(qu
     assert all(row["clips_per_s"] > 0 and "peak RSS" in row["detail"] for row in rows)
 
 
+@pytest.mark.slow
 def test_json_compares_memory_disk_and_first_epoch_with_the_paper(quick_run):
     _, out = quick_run
     comparisons = {c["name"]: c for c in json.loads((out / "bench.json").read_text())["comparisons"]}
@@ -75,6 +80,7 @@ def test_json_compares_memory_disk_and_first_epoch_with_the_paper(quick_run):
     assert comparisons["files derived from the audio, per clip (WAV + PNG)"]["streaming"] == 0
 
 
+@pytest.mark.slow
 def test_markdown_and_chart_are_written(quick_run):
     _, out = quick_run
     markdown = (out / "bench.md").read_text()

@@ -136,6 +136,17 @@ class _OtherArchitecture(torch.nn.Module):
         return self.head(features)
 
 
+@pytest.mark.parametrize(("name", "claim"), [("paper", "about ([0-9.]+) MB with the paper CNN"), ("resnet", "and ([0-9.]+) MB with the ResNet")])
+def test_readme_states_the_exported_file_size(name, claim, tmp_path):
+    from streamgenre.model import GenreClassifier, ModelConfig
+
+    model = GenreClassifier(ModelConfig(n_classes=5, name=name)).eval()
+    loaded = LoadedModel(model, InferenceSpec(list("abcde"), 3.0, 22050, "device", 15.0), tmp_path / "x.pt", None)
+    size_mb = export_module.export_run(loaded, tmp_path / "model.pt", "torchscript").size_bytes / 1e6
+    stated = float(re.search(claim, README.read_text()).group(1))
+    assert abs(size_mb - stated) <= 0.1 * stated, f"{name}: the README says {stated} MB, the export is {size_mb:.2f} MB"
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_any_model_with_the_inference_contract_exports(fmt, tmp_path):
     if fmt == "onnx":

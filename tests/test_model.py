@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from streamgenre.augment import AugmentConfig
+from streamgenre.augment import SPEC_AUGMENT, AugmentConfig
 from streamgenre.errors import InputError
 from streamgenre.frontend import FrontendConfig
 from streamgenre.model import GenreClassifier, ModelConfig, count_parameters, describe_model
-from streamgenre.models import model_names
+from streamgenre.models import model_names, model_spec
 from streamgenre.models.paper import FLATTEN_FEATURES, PaperCNN
 from streamgenre.models.resnet import ShortChunkResNet
+from streamgenre.recipes import MODERN, PAPER
 
+README = Path(__file__).resolve().parents[1] / "README.md"
 HALF_SECOND = 11025  # at 22050 Hz; the frontend resizes any length to 288x432
 
 
@@ -90,6 +96,7 @@ def test_invalid_config_raises_input_error(kwargs):
         ModelConfig(**kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", model_names())
 def test_model_learns_a_separable_toy_set(name):
     """Low tones vs high tones in noise: the whole model, frontend included, must fit them."""
@@ -133,6 +140,21 @@ def test_models_state_their_size_and_cost():
     assert 0.25 < paper.backbone_gflops < 0.35 and 0.3 < resnet.backbone_gflops < 0.4 and paper.frontend_gflops == resnet.frontend_gflops
 
 
+def test_readme_and_model_docstrings_state_what_each_model_builds():
+    """The Models table, and a model file's docstring where it counts them, give its parameters for 5 genres; the ResNet's widths are the built ones."""
+    readme = README.read_text().split("\n## Models\n")[1].split("\n## ")[0]
+    for name in model_names():
+        facts = describe_model(ModelConfig(n_classes=5, name=name))
+        (row,) = [line for line in readme.splitlines() if line.startswith(f"| `{name}`")]
+        assert f"| {facts.parameters:,}" in row and f"| {facts.backbone_gflops:.2f} |" in row, row
+        docstring = sys.modules[model_spec(name).build.__module__].__doc__
+        assert f"{facts.parameters:,}" in docstring or not re.search(r"[0-9,]+ parameters", docstring), name
+    resnet = ShortChunkResNet(n_classes=5)
+    widths = [block.body[0].out_channels for block in resnet.blocks]  # (w, 2w, 2w, 4w) with w = 32
+    assert f"{'/'.join(map(str, widths))} channels" in readme
+    assert ", ".join(f"{width // widths[0]}w".replace("1w", "w") for width in widths) in sys.modules[ShortChunkResNet.__module__].__doc__
+
+
 def test_unknown_model_and_misplaced_width_are_input_errors():
     with pytest.raises(InputError, match="known: paper, resnet"):
         ModelConfig(n_classes=5, name="vgg")
@@ -142,7 +164,7 @@ def test_unknown_model_and_misplaced_width_are_input_errors():
 
 def test_augmentation_changes_training_output_but_never_eval_output():
     augment = AugmentConfig(gain_db=6.0, freq_masks=2, freq_mask_bins=20, time_masks=2, time_mask_frames=20)
-    model = GenreClassifier(ModelConfig(n_classes=3, augment=augment, dropout=0.0))
+    model = GenreClassifier(ModelConfig(n_classes=3, dropout=0.0), augment)
     model.eval()
     with torch.inference_mode():
         first, second = model(_noise(4)), model(_noise(4))
@@ -151,6 +173,21 @@ def test_augmentation_changes_training_output_but_never_eval_output():
     masked = model.spec_augment(torch.ones(4, 128, 130))
     assert (masked == 0).any() and not torch.equal(masked[0], masked[1])  # random bands, per example
     assert model.spec_augment.eval()(torch.ones(4, 128, 130)).eq(1).all()
+
+
+def test_augmentation_is_the_recipes_alone_and_old_configs_that_stored_it_still_load():
+    config = ModelConfig(n_classes=3)
+    assert "augment" not in config.to_dict()  # a checkpoint stores it once, in the recipe
+    old = {**config.to_dict(), "augment": SPEC_AUGMENT.to_dict()}  # as 0.1.0 wrote it
+    assert ModelConfig.from_dict(old) == config
+
+
+def test_each_augmentation_switches_on_its_own():
+    both = replace(SPEC_AUGMENT, gain_db=6.0)
+    assert both.switched(spec_augment=False) == AugmentConfig(gain_db=6.0)  # --no-spec-augment keeps the gain
+    assert both.switched(gain_db=0.0) == SPEC_AUGMENT  # --gain 0 keeps the masks
+    assert AugmentConfig().switched(spec_augment=True) == SPEC_AUGMENT and both.switched() == both
+    assert MODERN.augment.spec_augment and not PAPER.augment.spec_augment
 
 
 def test_checkpoints_without_a_model_name_are_the_paper_cnn():

@@ -220,7 +220,7 @@ class _Stepper:
 
     @classmethod
     def build(cls, model_name: str, recipe: Recipe, n_classes: int, device: torch.device, contiguous: bool = False) -> _Stepper:
-        model = build_trained_model(ModelConfig(n_classes, model_name, augment=recipe.augment), recipe).to(device).train()
+        model = build_trained_model(ModelConfig(n_classes, model_name), recipe).to(device).train()
         if contiguous:
             model.cnn = _Contiguous(model.cnn)
         use_amp = device.type == "cuda"  # `train`'s default: on for CUDA, off on the CPU

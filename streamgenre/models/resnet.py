@@ -4,7 +4,7 @@
 found a short-chunk ResNet on a 128-bin mel of a few seconds the best from-scratch tagger. This
 one keeps its recipe (the mel at its own resolution, residual 3x3 blocks with batch norm and 2x2
 max-pool, global max-pool over frequency and time, dropout, linear) and narrows it for 2 CPU
-cores: a stem conv and pool, then four residual blocks of width w, w, 2w, 4w (w = 32 by default).
+cores: a stem conv and pool, then four residual blocks of width w, 2w, 2w, 4w (w = 32 by default).
 Global pooling makes any window length work. With w = 32 and 5 genres: 381,413 parameters and
 0.36 GFLOPs per 3-s window, beside the paper CNN's 148,165 and 0.29 (see `streamgenre models`).
 """
