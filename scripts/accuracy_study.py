@@ -136,7 +136,7 @@ def plot_learning_curves(work: Path, rows: list[dict], path: Path) -> None:
         columns = [[curve[i] for curve in curves] for i in range(length)]
         axes.plot(epochs, [statistics.mean(column) for column in columns], marker="o", label=f"{name} (val, {len(curves)} seeds)")
         axes.fill_between(epochs, [min(column) for column in columns], [max(column) for column in columns], alpha=0.15)
-    baseline = [row["accuracy"] for row in rows if row["config"].startswith("classic")]
+    baseline = [row["accuracy"] for row in rows if row["config"].startswith("classic baseline (")]  # logistic regression
     if baseline:
         axes.axhline(statistics.mean(baseline), color="black", linestyle="--", linewidth=1, label="MFCC baseline (test, mean)")
     axes.set_xlabel("epoch")
