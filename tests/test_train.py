@@ -247,3 +247,13 @@ def test_the_test_report_counts_skips(packed, tmp_path):
         train(tiny_train_config(root, tmp_path / "run", epochs=1))
     result = train(tiny_train_config(root, tmp_path / "run2", epochs=1, max_skip_fraction=0.5))
     assert result.test["skipped"] == 1 and result.test["samples"] == 3
+
+
+@pytest.mark.slow
+def test_two_runs_with_the_same_seed_and_two_loader_workers_are_bit_identical(packed, tmp_path):
+    """Same seed, same weights: worker order, shuffle buffers, random windows, mixup and SpecAugment are all seeded."""
+    states = []
+    for name in ("a", "b"):
+        train(tiny_train_config(packed, tmp_path / name, recipe="modern", workers=2, epochs=1, windows_per_clip=2))
+        states.append(load_checkpoint(tmp_path / name / "last.pt")["model"])
+    assert states[0].keys() == states[1].keys() and all(torch.equal(states[0][k], states[1][k]) for k in states[0])
