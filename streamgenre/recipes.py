@@ -32,7 +32,8 @@ class Recipe:
 
     `offset_s=None` draws `windows_per_clip` random windows per clip per epoch; a number takes
     the one window there. `val_windows` evenly spaced windows per clip, probabilities averaged,
-    score validation and the final test (whole-clip accuracy chooses best.pt). Every field but
+    score validation and the final test (whole-clip accuracy chooses best.pt, unless
+    `pick_best` is False: then best.pt is the last epoch). Every field but
     `epochs` is kept by `--resume`; more epochs extend a run.
     """
 
@@ -53,6 +54,7 @@ class Recipe:
     val_windows: int = 10
     backbone_lr_scale: float = 1.0  # a pretrained backbone's rate relative to `lr`; 0 freezes it (eval mode, no gradients)
     fresh_windows: bool = True  # new random windows each epoch; False keeps each clip's first draw (a frozen backbone's cache hits)
+    pick_best: bool = True  # best.pt = the epoch of best whole-clip validation accuracy; False: the last epoch
 
     @property
     def needs_pretrained(self) -> bool:
@@ -143,6 +145,7 @@ PROBE = Recipe(
     offset_s=None,
     backbone_lr_scale=0.0,
     fresh_windows=False,
+    pick_best=False,  # the cosine schedule ends at rate 0; picking on a small validation split chose worse epochs (README)
 )
 FINETUNE = replace(PROBE, name="finetune", epochs=10, clip_grad_norm=5.0, mixup_alpha=0.2, backbone_lr_scale=0.1, fresh_windows=True)
 RECIPES = {recipe.name: recipe for recipe in (MODERN, PAPER, PROBE, FINETUNE)}

@@ -261,7 +261,7 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
                 row.update(_validate(run, val_loader))
             row["elapsed_s"] = round(elapsed_before + time.perf_counter() - started, 2)  # wall time since the run began, validation included
             score = row.get("val_accuracy", row["train_accuracy"])
-            improved = run.best is None or score > run.best
+            improved = not config.recipe.pick_best or run.best is None or score > run.best
             if improved:
                 run.best, run.best_epoch = score, epoch + 1
             run.history.append(row)

@@ -168,6 +168,8 @@ def test_a_probe_run_trains_resumes_evaluates_and_predicts_from_the_command_line
     result = CliRunner().invoke(app, [*common, "--resume", "--epochs", "2"])
     assert result.exit_code == 0, result.output
     assert len(json.loads((run / "history.json").read_text())) == 2
+    best, last = (torch.load(run / name, weights_only=True)["model"] for name in ("best.pt", "last.pt"))
+    assert all(torch.equal(best[key], last[key]) for key in last)  # the probe keeps its last epoch, not a pick on validation
     result = CliRunner().invoke(app, ["evaluate", str(run), "--windows", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     with tarfile.open(next(shards.glob("test-*.tar"))) as tar:
