@@ -116,7 +116,7 @@ class GenreClassifier(nn.Module):
         if cache is not None and not self._augmenting() and waveform.device.type == "cpu" and not is_exporting():
             return self.cnn.head(cache.embed(waveform, sample_rate, lambda part: self.cnn.embed(self._input(part, sample_rate))))
         features = self.spec_augment(self.frontend.features(self.gain(waveform), sample_rate))  # (B, n_mels, frames)
-        return self.cnn(self.frontend.shape_for_model(features).contiguous(memory_format=torch.channels_last))  # (B, C, H, W) in
+        return self.cnn(self.frontend.shape_for_model(features).contiguous(memory_format=torch.channels_last))  # reads (B, C, H, W)
 
     def _input(self, waveform: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
         """What the backbone reads, with no augmentation: ``(B, C, H, W)`` in channels-last."""
