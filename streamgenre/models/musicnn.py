@@ -351,12 +351,11 @@ class MusicnnClassifier(nn.Module):
         return self.backbone(mel).pooled
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, 1, 96, frames)`` to ``(B, n_classes)`` genre logits."""
-        if not self.frozen:
-            return self.head(self.embed(mel))
-        with torch.no_grad():
-            embedding = self.embed(mel)
-        return self.head(embedding)
+        """Map ``(B, 1, 96, frames)`` to ``(B, n_classes)`` genre logits.
+
+        A frozen backbone builds no autograd graph: none of its parameters requires a gradient.
+        """
+        return self.head(self.embed(mel))
 
 
 class EmbeddingCache:
