@@ -112,9 +112,8 @@ class GenreClassifier(nn.Module):
             waveform: ``(batch, time)`` audio in [-1, 1].
             sample_rate: rate of `waveform`; see `MelFrontend.spectrogram` (None: the config's).
         """
-        cache = getattr(self.cnn, "cache", None)  # a frozen pretrained backbone's (see `models.musicnn.EmbeddingCache`)
-        if cache is not None and not self._augmenting() and waveform.device.type == "cpu" and not is_exporting():
-            return self.cnn.head(cache.embed(waveform, sample_rate, lambda part: self.cnn.embed(self._input(part, sample_rate))))
+        if self.serves_cached_embeddings(waveform) and not self._augmenting():
+            return self.cnn.head(self.cached_embedding(waveform, sample_rate))
         features = self.spec_augment(self.frontend.features(self.gain(waveform), sample_rate))  # (B, n_mels, frames)
         return self.cnn(self.frontend.shape_for_model(features).contiguous(memory_format=torch.channels_last))  # reads (B, C, H, W)
 
@@ -122,9 +121,26 @@ class GenreClassifier(nn.Module):
         """What the backbone reads, with no augmentation: ``(B, C, H, W)`` in channels-last."""
         return self.frontend(waveform, sample_rate).contiguous(memory_format=torch.channels_last)
 
+    def serves_cached_embeddings(self, waveform: torch.Tensor) -> bool:
+        """True when a frozen pretrained backbone's embeddings of `waveform` can come from its cache.
+
+        The cache (`models.musicnn.EmbeddingCache`) lives on the CPU, and an export must trace
+        the whole network.
+        """
+        return getattr(self.cnn, "cache", None) is not None and waveform.device.type == "cpu" and not is_exporting()
+
+    def cached_embedding(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """The frozen backbone's ``(batch, embedding)`` of un-augmented windows, computed only for windows not heard before."""
+        return self.cnn.cache.embed(waveform, sample_rate, lambda part: self.cnn.embed(self._input(part, sample_rate)))
+
+    @property
+    def augments(self) -> bool:
+        """True when the recipe's gain or SpecAugment is on (they act in training mode only)."""
+        return self.gain.gain_db > 0 or self.spec_augment.config != type(self.spec_augment.config)()
+
     def _augmenting(self) -> bool:
         """True when a training-mode augmentation would change this forward pass."""
-        return self.training and (self.gain.gain_db > 0 or self.spec_augment.config != type(self.spec_augment.config)())
+        return self.training and self.augments
 
     def predict_proba(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """Softmax probabilities ``(batch, n_classes)`` in float32; rows sum to 1.

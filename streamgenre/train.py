@@ -52,6 +52,7 @@ from streamgenre.models import model_names, model_spec
 from streamgenre.plots import plot_curves
 from streamgenre.progress import progress_bar
 from streamgenre.recipes import MODERN, Recipe, learning_rate
+from streamgenre.replay import EmbeddingReplay, make_replay
 from streamgenre.shards import is_remote, read_index
 from streamgenre.stream import (
     Batch,
@@ -246,11 +247,17 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
         pin = device.type == "cuda"
         train_loader = make_loader(train_source, config.stream, workers, pin)
         val_loader = make_loader(val_source, _whole_clip_stream(config), workers, pin) if val_source else None
+        replay = make_replay(run.model, config.recipe, device, dist.enabled, config.seed)
+        if replay is not None and run.history:
+            _record_replay(run, train_loader, replay)  # a resumed run replays what the uninterrupted one would
         train_seconds, train_windows = 0.0, 0
         elapsed_before = run.history[-1].get("elapsed_s", 0.0) if run.history else 0.0  # a resumed run's count goes on
         for epoch in range(len(run.history), config.recipe.epochs):
             epoch_started = time.perf_counter()
-            stats = _train_epoch(run, train_loader, train_source, epoch)
+            if replay is not None and replay.ready:
+                stats = _replay_epoch(run, replay, epoch)
+            else:
+                stats = _train_epoch(run, train_loader, train_source, epoch, replay if replay is not None and not replay.recorded else None)
             train_seconds += time.perf_counter() - epoch_started
             train_windows += stats.count
             check_skips(stats.skipped, stats.count, config.max_skip_fraction, "train")
@@ -376,8 +383,11 @@ def _autocast(device: torch.device, use_amp: bool):
     return torch.autocast(device_type=device.type, dtype=torch.float16) if use_amp else nullcontext()
 
 
-def _train_epoch(run: _Run, loader: torch.utils.data.DataLoader, source: SplitSource, epoch: int) -> _EpochStats:
-    """One pass over the training split: every clip's windows once, one optimizer step per batch."""
+def _train_epoch(run: _Run, loader: torch.utils.data.DataLoader, source: SplitSource, epoch: int, replay: EmbeddingReplay | None = None) -> _EpochStats:
+    """One pass over the training split: every clip's windows once, one optimizer step per batch.
+
+    With a `replay`, the pass is recorded so that later epochs can be served from memory.
+    """
     config, recipe, device = run.config, run.config.recipe, run.device
     run.trained.train()
     stats = _EpochStats()
@@ -392,16 +402,64 @@ def _train_epoch(run: _Run, loader: torch.utils.data.DataLoader, source: SplitSo
         _check_finite(loss, epoch, run.step)
         apply_step(run.optimizer, run.scaler, loss, recipe, run.model.parameters())
         run.step += 1
-        stats.loss_sum += loss.item() * len(batch)  # a CPU-GPU sync point, once per batch
-        stats.correct += int((logits.argmax(dim=1) == labels).sum())
-        stats.count += len(batch)
-        bar.update(1)
-        bar.set_postfix(loss=f"{stats.loss_sum / stats.count:.3f}", acc=f"{stats.correct / stats.count:.3f}")
+        if replay is not None:
+            replay.record(batch.waveforms, batch.labels, batch.sample_rate)
+        _tally_step(stats, bar, loss, logits, labels)
     bar.close()
     stats.skipped = tally.total
     if tally.clamped and epoch == 0:
         warn_clamped(tally.clamped, stats.count, config.stream)
+    if replay is not None:
+        _finish_replay(replay, run)
     return stats.reduced(device)
+
+
+def _replay_epoch(run: _Run, replay: EmbeddingReplay, epoch: int) -> _EpochStats:
+    """One epoch of the head on the recorded windows' cached embeddings: no decoding, no backbone (see `replay`)."""
+    recipe = run.config.recipe
+    run.trained.train()
+    stats = _EpochStats()
+    bar = progress_bar(total=replay.batch_count(recipe.batch_size), desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="batch", enabled=run.config.progress)
+    for embeddings, labels in replay.batches(epoch, recipe.batch_size):
+        set_learning_rate(run.optimizer, recipe, run.step, run.total_steps)
+        logits = run.model.cnn.head(embeddings)
+        loss = _mixed_loss(logits, labels, None, 1.0, recipe.label_smoothing)
+        _check_finite(loss, epoch, run.step)
+        apply_step(run.optimizer, run.scaler, loss, recipe, run.model.parameters())
+        run.step += 1
+        _tally_step(stats, bar, loss, logits, labels)
+    bar.close()
+    return stats
+
+
+def _tally_step(stats: _EpochStats, bar, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Add one batch's loss and hits to the epoch's totals and its progress bar."""
+    stats.loss_sum += loss.item() * len(labels)  # a CPU-GPU sync point, once per batch
+    stats.correct += int((logits.argmax(dim=1) == labels).sum())
+    stats.count += len(labels)
+    bar.update(1)
+    bar.set_postfix(loss=f"{stats.loss_sum / stats.count:.3f}", acc=f"{stats.correct / stats.count:.3f}")
+
+
+def _record_replay(run: _Run, loader: torch.utils.data.DataLoader, replay: EmbeddingReplay) -> None:
+    """Rebuild a resumed run's replay: the first epoch's windows again, embedded, nothing trained.
+
+    The random state is put back afterwards, so the epochs that follow draw what they would have.
+    """
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        for batch in SkipTally().passing(iterate_epoch(loader, 0)):
+            run.model.cached_embedding(batch.waveforms, batch.sample_rate)
+            replay.record(batch.waveforms, batch.labels, batch.sample_rate)
+    _finish_replay(replay, run)
+
+
+def _finish_replay(replay: EmbeddingReplay, run: _Run) -> None:
+    """Close the recorded pass and say whether the epochs to come replay it."""
+    cache = run.model.cnn.cache
+    if replay.finish():
+        log.info("the next epochs replay these %d windows' embeddings from memory (%.0f MB in the cache): no decoding", len(replay), cache.bytes / 2**20)
+    else:
+        log.info("the embedding cache's %.0f MB bound left windows out: every epoch streams and decodes", cache.max_bytes / 2**20)
 
 
 def step_loss(

@@ -103,9 +103,10 @@ def test_checkpoint_alone_rebuilds_the_model(packed, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["paper", "resnet"])
-def test_resume_after_an_interrupted_epoch_equals_an_uninterrupted_run(packed, tmp_path, monkeypatch, model):
-    config = dict(recipe="modern", model=model, windows_per_clip=2, epochs=2)
+@pytest.mark.parametrize(("model", "recipe", "epochs"), [("paper", "modern", 2), ("resnet", "modern", 2), ("musicnn", "probe", 3)])
+def test_resume_after_an_interrupted_epoch_equals_an_uninterrupted_run(packed, tmp_path, monkeypatch, model, recipe, epochs):
+    """musicnn's probe replays its later epochs from memory (`streamgenre.replay`): a resumed run rebuilds the same replay."""
+    config = dict(recipe=recipe, model=model, windows_per_clip=2, epochs=epochs)
     straight = train(tiny_train_config(packed, tmp_path / "straight", **config))
     validate = train_module._validate
     calls = []
@@ -127,6 +128,17 @@ def test_resume_after_an_interrupted_epoch_equals_an_uninterrupted_run(packed, t
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [row["train_loss"] for row in resumed.history] == [row["train_loss"] for row in straight.history]
     assert [row["lr"] for row in resumed.history] == [row["lr"] for row in straight.history]
+
+
+def test_probe_epochs_after_the_first_are_replayed_from_memory_without_decoding(packed, tmp_path, monkeypatch):
+    passes = []
+    iterate = train_module.iterate_epoch
+    monkeypatch.setattr(train_module, "iterate_epoch", lambda loader, epoch: passes.append(Path(loader.dataset.urls[0]).name.split("-")[0]) or iterate(loader, epoch))
+    result = train(tiny_train_config(packed, tmp_path / "probe", recipe="probe", model="musicnn", windows_per_clip=2, epochs=3))
+    assert passes.count("train") == 1 and passes.count("val") == 3  # validation still streams (its windows are cached)
+    windows = [row["train_windows"] for row in result.history]
+    assert windows == [windows[0]] * 3 and windows[0] == 4 * 4 * 2  # every recorded window, every epoch
+    assert result.history[2]["train_loss"] < result.history[0]["train_loss"]
 
 
 def test_resume_refuses_settings_that_would_change_the_run(packed, tmp_path):

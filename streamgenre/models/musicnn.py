@@ -375,10 +375,14 @@ class EmbeddingCache:
         self.bytes = 0
         self.hits = self.misses = 0
 
+    def keys(self, waveform: torch.Tensor, sample_rate: int | None) -> list[bytes]:
+        """One digest per row of ``(batch, time)`` `waveform`: its exact samples and their rate."""
+        salt = str(sample_rate).encode()[:16]
+        return [hashlib.blake2b(row.numpy().tobytes(), digest_size=16, salt=salt).digest() for row in waveform.float().contiguous()]
+
     def embed(self, waveform: torch.Tensor, sample_rate: int | None, compute) -> torch.Tensor:
         """`compute(waveform)` row by row, reusing what earlier calls computed for identical rows at the same rate."""
-        salt = str(sample_rate).encode()
-        keys = [hashlib.blake2b(row.numpy().tobytes(), digest_size=16, salt=salt[:16]).digest() for row in waveform.float().contiguous()]
+        keys = self.keys(waveform, sample_rate)
         missing = [i for i, key in enumerate(keys) if key not in self.stored]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
@@ -389,6 +393,15 @@ class EmbeddingCache:
                 self.stored[keys[i]] = embedding.clone()
                 self.bytes += embedding.nbytes
         return torch.stack([fresh[i] if i in fresh else self.stored[key] for i, key in enumerate(keys)])
+
+    def holds(self, keys: list[bytes]) -> bool:
+        """True when every key's embedding is stored (none was left out by the bound)."""
+        return all(key in self.stored for key in keys)
+
+    def lookup(self, keys: list[bytes]) -> torch.Tensor:
+        """The stored ``(len(keys), embedding)`` rows; every key must be held (see `holds`)."""
+        self.hits += len(keys)
+        return torch.stack([self.stored[key] for key in keys])
 
 
 class MusicnnTagger(nn.Module):
