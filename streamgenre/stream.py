@@ -134,7 +134,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.urls = urls
         self.expected = dict(zip(urls, counts, strict=True)) if counts is not None else None
         self.label_of_genre = label_of_genre
-        self.known_genres = frozenset(label_of_genre) if known_genres is None else known_genres
+        self.known_genres = known_genres  # None: the labels themselves (see `decode_windows`)
         self.config = config
         self.split_nodes = split_nodes
         self.epoch = 0
