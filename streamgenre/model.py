@@ -112,7 +112,7 @@ class GenreClassifier(nn.Module):
             waveform: ``(batch, time)`` audio in [-1, 1].
             sample_rate: rate of `waveform`; see `MelFrontend.spectrogram` (None: the config's).
         """
-        if self.serves_cached_embeddings(waveform) and not self._augmenting():
+        if self.serves_cached_embeddings(waveform.device) and not self._augmenting():
             return self.cnn.head(self.cached_embedding(waveform, sample_rate))
         features = self.spec_augment(self.frontend.features(self.gain(waveform), sample_rate))  # (B, n_mels, frames)
         return self.cnn(self.frontend.shape_for_model(features).contiguous(memory_format=torch.channels_last))  # reads (B, C, H, W)
@@ -121,13 +121,13 @@ class GenreClassifier(nn.Module):
         """What the backbone reads, with no augmentation: ``(B, C, H, W)`` in channels-last."""
         return self.frontend(waveform, sample_rate).contiguous(memory_format=torch.channels_last)
 
-    def serves_cached_embeddings(self, waveform: torch.Tensor) -> bool:
-        """True when a frozen pretrained backbone's embeddings of `waveform` can come from its cache.
+    def serves_cached_embeddings(self, device: torch.device) -> bool:
+        """True when a frozen pretrained backbone's embeddings of windows on `device` can come from its cache.
 
         The cache (`models.musicnn.EmbeddingCache`) lives on the CPU, and an export must trace
         the whole network.
         """
-        return getattr(self.cnn, "cache", None) is not None and waveform.device.type == "cpu" and not is_exporting()
+        return getattr(self.cnn, "cache", None) is not None and device.type == "cpu" and not is_exporting()
 
     def cached_embedding(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """The frozen backbone's ``(batch, embedding)`` of un-augmented windows, computed only for windows not heard before."""

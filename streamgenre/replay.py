@@ -70,8 +70,7 @@ class EmbeddingReplay:
 
 def make_replay(model: GenreClassifier, recipe: Recipe, device: torch.device, distributed: bool, seed: int) -> EmbeddingReplay | None:
     """A replay when every epoch would feed the same windows through the same frozen, cached backbone; else None."""
-    probe = torch.empty(0, device=device)
     same_every_epoch = not recipe.fresh_windows and recipe.mixup_alpha == 0 and not model.augments
-    if not (model.serves_cached_embeddings(probe) and same_every_epoch and not distributed):
+    if not (model.serves_cached_embeddings(device) and same_every_epoch and not distributed):
         return None
     return EmbeddingReplay(model, seed)
