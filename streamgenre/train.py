@@ -246,6 +246,8 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
         pin = device.type == "cuda"
         train_loader = make_loader(train_source, config.stream, workers, pin)
         val_loader = make_loader(val_source, _whole_clip_stream(config), workers, pin) if val_source else None
+        if dist.is_main:
+            log.info(machine_line(device, train_loader.num_workers))
         train_seconds, train_windows = 0.0, 0
         elapsed_before = run.history[-1].get("elapsed_s", 0.0) if run.history else 0.0  # a resumed run's count goes on
         for epoch in range(len(run.history), config.recipe.epochs):
@@ -296,6 +298,17 @@ def _start_run(config: TrainConfig, source: SplitSource, dist: DistInfo, device:
     if config.compile:
         trained = torch.compile(trained)
     return _Run(config, model, trained, optimizer, scaler, device, dist, use_amp, source.labels, steps_per_epoch * recipe.epochs)
+
+
+def machine_line(device: torch.device, loader_workers: int) -> str:
+    """What decides a run's exact weights besides its settings and seed, for the log (README: "Two runs with the same seed...").
+
+    The number of loader workers sets the sample order (each worker shuffles its own shards);
+    on the CPU torch's thread count splits the float sums, so 1 thread and 2 differ in the last
+    bits from the first step on. Both default to the cores this process may use.
+    """
+    threads = f"{torch.get_num_threads()} torch threads, " if device.type == "cpu" else ""
+    return f"training on {device} with {threads}{loader_workers} loader workers (a same-seed run repeats these weights bit for bit only with the same counts)"
 
 
 def build_trained_model(model_config: ModelConfig, recipe: Recipe) -> GenreClassifier:
