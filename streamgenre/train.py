@@ -247,6 +247,8 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
         pin = device.type == "cuda"
         train_loader = make_loader(train_source, config.stream, workers, pin)
         val_loader = make_loader(val_source, _whole_clip_stream(config), workers, pin) if val_source else None
+        if dist.is_main:
+            log.info(machine_line(device, train_loader.num_workers))
         replay = make_replay(run.model, config.recipe, device, dist.enabled, config.seed)
         if replay is not None and run.history:
             _record_replay(run, train_loader, replay)  # a resumed run replays what the uninterrupted one would
@@ -303,6 +305,17 @@ def _start_run(config: TrainConfig, source: SplitSource, dist: DistInfo, device:
     if config.compile:
         trained = torch.compile(trained)
     return _Run(config, model, trained, optimizer, scaler, device, dist, use_amp, source.labels, steps_per_epoch * recipe.epochs)
+
+
+def machine_line(device: torch.device, loader_workers: int) -> str:
+    """What decides a run's exact weights besides its settings and seed, for the log (README: "Two runs with the same seed...").
+
+    The number of loader workers sets the sample order (each worker shuffles its own shards);
+    on the CPU torch's thread count splits the float sums, so 1 thread and 2 differ in the last
+    bits from the first step on. Both default to the cores this process may use.
+    """
+    threads = f"{torch.get_num_threads()} torch threads, " if device.type == "cpu" else ""
+    return f"training on {device} with {threads}{loader_workers} loader workers (a same-seed run repeats these weights bit for bit only with the same counts)"
 
 
 def build_trained_model(model_config: ModelConfig, recipe: Recipe) -> GenreClassifier:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -256,3 +258,27 @@ def test_a_genre_not_in_the_index_is_a_skip_and_an_unselected_one_is_left_out(ch
     out = list(decode_windows(samples, {"folk": 0}, StreamConfig(offset_s=0.0, duration_s=0.5), known_genres=frozenset({"folk", "rock"})))
     assert [(type(item).__name__, item.key) for item in out] == [("_Skipped", "b"), ("_Decoded", "c")]
     assert isinstance(out[0], _Skipped) and out[0].reason == "genre 'jazz' is not in index.json"
+
+
+_EPOCH_ORDER = """
+import sys, torch
+from streamgenre.stream import StreamConfig, iterate_epoch, make_loader, open_split
+config = StreamConfig(offset_s=None, duration_s=0.5, batch_size=2, shuffle_buffer=4, windows_per_clip=2, window_buffer=3, seed=7)
+loader = make_loader(open_split(sys.argv[1], "train"), config, workers=2)
+for epoch in (0, 1):
+    for batch in iterate_epoch(loader, epoch):
+        print(epoch, batch.keys, torch.sum(batch.waveforms).item())
+"""
+
+
+@pytest.mark.slow
+def test_the_stream_is_the_same_under_two_hash_seeds(packed):
+    """Issue 22: nothing in the shard order, shuffle buffers or windows may come from str hashing (PYTHONHASHSEED)."""
+    root, _ = packed
+    outputs = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        done = subprocess.run([sys.executable, "-c", _EPOCH_ORDER, str(root)], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1] and outputs[0].count("\n") >= 6

@@ -274,3 +274,10 @@ def test_two_runs_with_the_same_seed_and_two_loader_workers_are_bit_identical(pa
         train(tiny_train_config(packed, tmp_path / name, recipe="modern", workers=2, epochs=1, windows_per_clip=2))
         states.append(load_checkpoint(tmp_path / name / "last.pt")["model"])
     assert states[0].keys() == states[1].keys() and all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_the_log_names_the_thread_and_loader_worker_counts_that_same_seed_weights_depend_on():
+    """Issue 22: 1 torch thread and 2 (taskset, OMP_NUM_THREADS, a smaller container) give other bits with the same seed."""
+    line = train_module.machine_line(torch.device("cpu"), 2)
+    assert f"{torch.get_num_threads()} torch threads" in line and "2 loader workers" in line
+    assert "threads" not in train_module.machine_line(torch.device("cuda"), 0)
