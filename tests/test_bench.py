@@ -65,8 +65,9 @@ def test_the_train_step_is_trainings_for_every_model_and_channels_last_is_compar
 def test_predict_is_timed_on_the_clips_and_on_one_long_file_with_its_peak_rss(quick_run):
     _, out = quick_run
     rows = [row for row in json.loads((out / "bench.json").read_text())["rows"] if row["stage"] == "10"]
-    assert [row["clips"] for row in rows] == [5, 1]  # the garbage clip is not a file to predict
-    assert "4-s clips as files" in rows[0]["name"] and "one 20-s file" in rows[1]["name"]
+    assert [row["clips"] for row in rows] == [5, 5, 1]  # the garbage clip is not a file to predict
+    assert "4-s clips as files" in rows[0]["name"] and "one 20-s file" in rows[2]["name"]
+    assert rows[1]["name"].endswith(", musicnn model") and "musicnn model on cpu" in rows[1]["detail"]
     assert all(row["clips_per_s"] > 0 and "peak RSS" in row["detail"] for row in rows)
 
 

@@ -123,8 +123,9 @@ def format_notes(formats: Counter, clip_set: ClipSet, config: BenchConfig, dropp
         "default model's backbone without channels-last, in the same run"
     )
     notes.append(
-        "stage 10 runs `predict`'s default plan (the whole file, window after window) with an untrained default model in a fresh "
-        f"interpreter each time, one untimed forward pass first; the long file is the clips' audio end to end, {config.long_file_s:g} s"
+        "stage 10 runs `predict`'s default plan (the whole file, window after window) with an untrained default model, and on the "
+        "clips with each pretrained model too, in a fresh interpreter each time, one untimed forward pass first; the long file is "
+        f"the clips' audio end to end, {config.long_file_s:g} s"
     )
     if config.time_to_accuracy:
         notes.append(

@@ -274,14 +274,12 @@ def predict_rows(
     """Stage 10: `predict` with its default plan (the whole file, window after window) on the clips as files,
     then on one `long_file_s` file made of the clips' audio end to end; each in a fresh interpreter, with its peak RSS.
 
-    The model is the default one, untrained: its weights do not change the cost.
+    The clips are timed with the default model and with each pretrained one (their backbones cost
+    another order of magnitude); the long file with the default model. Models are untrained
+    heads: their weights do not change the cost.
     """
     folder = scratch / "predict"
     folder.mkdir()
-    checkpoint = folder / "model.pt"
-    model = GenreClassifier(ModelConfig(max(2, len(labels)), DEFAULT_MODEL))
-    frontend = model.config.frontend
-    save_checkpoint(checkpoint, make_bundle(model, InferenceSpec(list(labels), frontend.window_s, frontend.sample_rate, "device", None)))
     paths = []
     for clip in clips:
         paths.append(folder / f"{clip.key}.mp3")
@@ -290,19 +288,34 @@ def predict_rows(
     long_file.write_bytes(_long_file(clips, native_rate, channels, config.long_file_s))
     known = all(clip.duration_s for clip in clips)
     clip_name = f"{np.mean([clip.duration_s for clip in clips]):.0f}-s clips" if known else "clips"
+    as_files, clips_audio_s = f"{len(paths)} {clip_name} as files", sum(clip.duration_s or 0 for clip in clips)
+    plans = [(DEFAULT_MODEL, as_files, paths, clips_audio_s)]
+    plans += [(name, as_files, paths, clips_audio_s) for name in model_names() if model_spec(name).pretrained]
+    plans.append((DEFAULT_MODEL, f"one {_length(config.long_file_s)} file", [long_file], config.long_file_s))
     rows = []
-    with stage_bar("10 predict (subprocesses)", len(clips) + 1, config.progress) as bar:
-        for name, files in ((f"predict, {len(paths)} {clip_name} as files", paths), (f"predict, one {_length(config.long_file_s)} file", [long_file])):
+    with stage_bar("10 predict (subprocesses)", sum(len(files) for _, _, files, _ in plans), config.progress) as bar:
+        for model_name, what, files, audio_s in plans:
+            checkpoint = _untrained_checkpoint(model_name, labels, folder)
             run = in_subprocess("predict_rss", {"checkpoint": str(checkpoint), "paths": [str(path) for path in files], "device": str(device)})
             bar.update(len(files))
-            audio_s = sum(clip.duration_s or 0 for clip in clips) if files is paths else config.long_file_s
             realtime = f", {audio_s / run['seconds']:,.0f}x real time" if audio_s else ""
             detail = (
                 f"files/s; {run['windows'] / run['seconds']:,.1f} windows/s{realtime}; "
-                f"peak RSS {run['peak_bytes'] / MB:,.0f} MB; {DEFAULT_MODEL} model on {device.type}"
+                f"peak RSS {run['peak_bytes'] / MB:,.0f} MB; {model_name} model on {device.type}"
             )
+            name = f"predict, {what}" + ("" if model_name == DEFAULT_MODEL else f", {model_name} model")
             rows.append(StageRow("10", name, run["files"], run["seconds"], run["files"] / run["seconds"], None, detail))
     return rows
+
+
+def _untrained_checkpoint(model_name: str, labels: list[str], folder: Path) -> Path:
+    """A checkpoint of an untrained `model_name` classifier over `labels`, as `predict` loads one."""
+    checkpoint = folder / f"{model_name}.pt"
+    if not checkpoint.exists():
+        model = GenreClassifier(ModelConfig(max(2, len(labels)), model_name))
+        frontend = model.config.frontend
+        save_checkpoint(checkpoint, make_bundle(model, InferenceSpec(list(labels), frontend.window_s, frontend.sample_rate, "device", None)))
+    return checkpoint
 
 
 def _length(seconds: Seconds) -> str:
