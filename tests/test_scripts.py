@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from tests.conftest import write_packed_dir
 
@@ -45,3 +47,19 @@ def test_baseline_command_line_writes_json(packed, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "whole_clip" in done.stdout and json.loads((tmp_path / "b.json").read_text())["test_clips"] == 6
+
+
+def test_probe_levers_head_learns_two_separable_clusters_of_embeddings(monkeypatch):
+    """The lever study's replica of the probe's head, on 1506-d 'embeddings' of two shifted clusters."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # it imports musicnn_embeddings beside it
+    levers = _load("probe_levers")
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 6)
+    clips = [torch.from_numpy((rng.normal(size=(10, 1506)) + 2.0 * label).astype(np.float32)) for label in labels]
+    inputs, targets = levers.training_rows(clips[:4], labels[:4].tolist(), 8, False, rng)
+    assert inputs.shape == (32, 1506) and targets.tolist() == [0] * 8 + [1] * 8 + [0] * 8 + [1] * 8
+    inputs, targets = levers.training_rows(clips[:4], labels[:4].tolist(), 8, True, rng)  # 8 clip means per clip
+    assert inputs.shape == (32, 1506) and targets.tolist() == [0] * 8 + [1] * 8 + [0] * 8 + [1] * 8
+    train, test = np.arange(8), np.arange(8, 12)
+    for name in ("the probe as it ships: 8 windows, mean probability", "means of random window subsets, mean logit"):
+        assert levers.fold_accuracy(clips, labels, train, test, levers.LEVERS[name], 2, seed=0) == 1.0

@@ -1,0 +1,134 @@
+"""What moves the musicnn probe? Its head retrained on cached embeddings, one change at a time, grouped K-fold.
+
+The streamed probe (`train --model musicnn`) spends its time decoding; its head only ever sees
+the frozen backbone's pooled embeddings. This script embeds every 3-s window of every clip
+once (`musicnn_embeddings.embed_manifest`, same cache file), then trains the probe's own head
+(`MusicnnClassifier.head`: standardisation, dropout, one Linear layer) with the probe recipe's
+optimiser, schedule, label smoothing, batch and epochs on the same grouped folds as
+`accuracy_study.py --folds`, and changes one thing at a time: the windows per clip, how window
+outputs combine into a clip's answer, the features, training on clip means, a hidden layer.
+Unlike the streamed study it trains on all non-test clips (no validation split) and draws
+windows from the non-overlapping 3-s grid. Mean over seeds of the mean over folds.
+
+    python scripts/probe_levers.py ../shared/soundtracks/manifest.csv --cache st.npz [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from musicnn_embeddings import FEATURES, embed_manifest
+
+from streamgenre.models.musicnn import MusicnnClassifier
+from streamgenre.recipes import PROBE, learning_rate
+
+# name: (windows per clip, vote, features, train on clip means, hidden units)
+LEVERS = {
+    "the probe as it ships: 8 windows, mean probability": (8, "mean", "pooled", False, 0),
+    "10 windows (the whole clip)": (10, "mean", "pooled", False, 0),
+    "10 windows, mean logit (= the head on the clip's mean embedding)": (10, "logit", "pooled", False, 0),
+    "10 windows, square root of the features": (10, "mean", "sqrt", False, 0),
+    "10 windows, pooled + penultimate features": (10, "mean", "pooled+penultimate", False, 0),
+    "means of random window subsets, mean logit": (10, "logit", "pooled", True, 0),
+    "10 windows, a 256-unit hidden layer": (10, "mean", "pooled", False, 256),
+}
+
+
+def clip_features(features: dict[str, list[np.ndarray]], kind: str, clip: int) -> torch.Tensor:
+    """``(windows, size)`` features of one clip in the lever's form."""
+    pooled = np.asarray(features["pooled"][clip], dtype=np.float32)
+    if kind == "sqrt":
+        return torch.from_numpy(np.sqrt(np.maximum(pooled, 0)))
+    if kind == "pooled+penultimate":
+        return torch.from_numpy(np.concatenate([pooled, np.asarray(features["penultimate"][clip], dtype=np.float32)], axis=1))
+    return torch.from_numpy(pooled)
+
+
+def make_head(size: int, n_classes: int, hidden: int) -> torch.nn.Module:
+    """The probe's head (from the model itself), or the same with a hidden layer."""
+    if not hidden and size == MusicnnClassifier.embedding_size:
+        return MusicnnClassifier(n_classes).head
+    layers = [torch.nn.BatchNorm1d(size, affine=False), torch.nn.Dropout(0.5)]
+    if hidden:
+        layers += [torch.nn.Linear(size, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.5)]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(hidden or size, n_classes))
+
+
+def training_rows(clips: list[torch.Tensor], labels: list[int], windows: int, clip_means: bool, rng: np.random.Generator):
+    """Training inputs and labels: `windows` random windows of each clip, or (`clip_means`) 8 means of random window subsets."""
+    rows, targets = [], []
+    for clip, label in zip(clips, labels):
+        if clip_means:
+            sizes = rng.integers(min(2, len(clip)), len(clip) + 1, size=8)
+            rows.append(torch.stack([clip[rng.choice(len(clip), size, replace=False)].mean(dim=0) for size in sizes]))
+        else:
+            rows.append(clip[rng.permutation(len(clip))[:windows]])
+        targets += [label] * len(rows[-1])
+    return torch.cat(rows), torch.tensor(targets)
+
+
+def fold_accuracy(clips: list[torch.Tensor], labels: np.ndarray, train: np.ndarray, test: np.ndarray, lever: tuple, n_classes: int, seed: int) -> float:
+    """Train the head on the `train` clips as `lever` says; whole-clip accuracy on the `test` clips."""
+    windows, vote, _, clip_means, hidden = lever
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    inputs, targets = training_rows([clips[i] for i in train], [int(labels[i]) for i in train], windows, clip_means, rng)
+    head = make_head(inputs.shape[1], n_classes, hidden)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=PROBE.lr, weight_decay=PROBE.weight_decay)
+    steps_per_epoch = math.ceil(len(inputs) / PROBE.batch_size)
+    step, total = 0, PROBE.epochs * steps_per_epoch
+    head.train()
+    for _ in range(PROBE.epochs):
+        for batch in torch.from_numpy(rng.permutation(len(inputs))).split(PROBE.batch_size):
+            if len(batch) < 2:  # batch norm needs two rows
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(PROBE, step, total)
+            loss = F.cross_entropy(head(inputs[batch]), targets[batch], label_smoothing=PROBE.label_smoothing)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+    head.eval()
+    with torch.no_grad():
+        outputs = [head(clips[i]) for i in test]
+        scores = [out.mean(dim=0) if vote == "logit" else torch.softmax(out, dim=1).mean(dim=0) for out in outputs]
+    return float(np.mean([int(score.argmax()) == labels[i] for score, i in zip(scores, test)]))
+
+
+def main() -> None:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("manifest", type=Path)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--cache", type=Path, help="the embeddings .npz of musicnn_embeddings.py (made here when missing)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    torch.set_num_threads(1)
+    if args.cache and args.cache.exists():
+        with np.load(args.cache, allow_pickle=True) as data:
+            features, genres, artists = {name: list(data[name]) for name in FEATURES}, data["genres"], data["artists"]
+    else:
+        features, genres, artists = embed_manifest(args.manifest)
+        if args.cache:
+            np.savez(args.cache, genres=genres, artists=artists, **{name: np.array(features[name], dtype=object) for name in FEATURES})
+    names = sorted(set(genres))
+    labels = np.array([names.index(genre) for genre in genres])
+    folds = list(StratifiedGroupKFold(args.folds, shuffle=True, random_state=0).split(genres, genres, artists))
+    print(f"| change to the probe's head | whole-clip accuracy, mean over {args.seeds} seeds | per seed |\n|---|---|---|")
+    for name, lever in LEVERS.items():
+        clips = [clip_features(features, lever[2], i) for i in range(len(labels))]
+        per_seed = [np.mean([fold_accuracy(clips, labels, train, test, lever, len(names), seed) for train, test in folds]) for seed in range(args.seeds)]
+        print(f"| {name} | {np.mean(per_seed):.3f} | {', '.join(f'{value:.3f}' for value in per_seed)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
