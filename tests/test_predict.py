@@ -292,3 +292,9 @@ def test_a_fifo_is_an_error_line_not_a_hang(run, audio_dir, tmp_path):
 def test_windows_0_names_the_windows_option(run, audio_dir):
     result = CliRunner().invoke(app, ["predict", str(run), str(audio_dir / "song.mp3"), "--windows", "0"])
     assert result.exit_code == 2 and result.output.strip() == "error: --windows must be >= 1, got 0"
+
+
+def test_one_window_is_counted_in_the_singular(run, audio_dir):
+    result = CliRunner().invoke(app, ["predict", str(run), str(audio_dir / "song.mp3"), "--windows", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"{audio_dir / 'song.mp3'}  (1 window)\n" in result.stdout
