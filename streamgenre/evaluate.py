@@ -182,6 +182,11 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
 
     device = resolve_device(config.device)
     loaded = load_for_inference(config.run, device)
+    if loaded.multi_label:  # the built-in tagger: its outputs are MSD tags, none of them a packed genre
+        raise InputError(
+            f"{config.run} is the built-in MSD tagger: its {len(loaded.labels)} tags are not genre labels, so there is nothing to score on a split; "
+            f"to score musicnn on your genres, train a head on it (`streamgenre train SHARDS --model musicnn`) and evaluate that run"
+        )
     shards = config.shards or loaded.shards
     if not shards:
         raise InputError(f"{loaded.path} does not say which shards it was trained on: pass --shards")

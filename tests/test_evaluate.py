@@ -125,3 +125,12 @@ def test_genres_of_the_checkpoint_missing_from_the_shards_blame_the_checkpoint_n
         evaluate_run(EvaluateConfig(run=trained[1], shards=str(tmp_path / "other"), workers=0, progress=False))
     assert str(error.value).startswith("the checkpoint ") and "names ambient, not in the packed labels of" in str(error.value)
     assert "--genres" not in str(error.value)
+
+
+def test_the_built_in_tagger_has_no_genres_to_evaluate_and_says_what_to_train(trained, monkeypatch, tmp_path):
+    packed, _ = trained
+    monkeypatch.chdir(tmp_path)  # no folder called musicnn here: the name is the tagger
+    result = CliRunner().invoke(app, ["evaluate", "musicnn", "--shards", str(packed), "--workers", "0"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith("error: musicnn is the built-in MSD tagger: its 50 tags are not genre labels")
+    assert "streamgenre train SHARDS --model musicnn" in result.output and "checkpoint" not in result.output
