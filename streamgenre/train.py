@@ -30,6 +30,7 @@ from streamgenre.checkpoint import (
     load_for_inference,
     make_bundle,
     save_checkpoint,
+    saved_settings,
 )
 from streamgenre.config import MACHINE, MAY_CHANGE, config_from_dict, kept_changes, resume_field, resumed
 from streamgenre.dist import (
@@ -109,6 +110,7 @@ class TrainConfig:
             raise InputError(f"--max-skip-fraction must be within 0..1, got {self.max_skip_fraction}")
         if self.workers is not None and self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
+        _ = self.stream  # the loader's checks (window, batch, resample) now: a resumed run's saved values fail as the checkpoint's
 
     @property
     def window_s(self) -> float:
@@ -635,7 +637,12 @@ def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
     last = Path(config.out) / LAST_NAME
     if not last.is_file():
         return config
-    return resumed(TrainConfig.from_dict(load_checkpoint(last)["train_config"]), config, given)
+    return resumed(saved_train_config(load_checkpoint(last), last), config, given)
+
+
+def saved_train_config(bundle: dict, path: Path) -> TrainConfig:
+    """The run's own settings, saved in checkpoint `path`: a bad one is the checkpoint's, not an option's (`saved_settings`)."""
+    return saved_settings(bundle, path, lambda: TrainConfig.from_dict(bundle["train_config"]))
 
 
 def _restore(run: _Run, path: Path) -> None:
@@ -643,7 +650,7 @@ def _restore(run: _Run, path: Path) -> None:
     bundle = load_checkpoint(path)
     if bundle["spec"]["labels"] != run.labels:
         raise InputError(f"--resume: the checkpoint was trained on {bundle['spec']['labels']}, these shards give {run.labels}")
-    _check_resumable(TrainConfig.from_dict(bundle["train_config"]), run.config, len(bundle["history"]))
+    _check_resumable(saved_train_config(bundle, path), run.config, len(bundle["history"]))
     run.model.load_state_dict(bundle["model"])
     run.optimizer.load_state_dict(bundle["optimizer"])
     run.scaler.load_state_dict(bundle["scaler"])

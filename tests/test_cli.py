@@ -148,3 +148,19 @@ def test_resume_takes_the_runs_own_settings_and_checks_only_the_options_given(tm
     longer = CliRunner().invoke(app, [*resume, "--epochs", "2"])
     assert longer.exit_code == 0 and "trained 2 epochs" in longer.output, longer.output
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["recipe"]["epochs"] == 2
+
+
+def test_resume_blames_the_runs_saved_duration_not_the_duration_option(run, tmp_path):
+    """The run's last.pt holds a window the loader refuses: `--resume` names last.pt, since nobody typed --duration."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(run, tmp_path / "run")
+    bundle = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    bundle["train_config"]["duration_s"] = 0.0
+    torch.save(bundle, tmp_path / "run" / "last.pt")
+    result = CliRunner().invoke(app, ["train", str(run.parent / "packed"), "--out", str(tmp_path / "run"), "--resume", "--workers", "0", "--quiet"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {tmp_path / 'run' / 'last.pt'}: a setting saved in it by streamgenre ")
+    assert "(not given on this command line)" in result.output and "must be > 0 seconds, got 0.0" in result.output

@@ -134,3 +134,16 @@ def test_the_built_in_tagger_has_no_genres_to_evaluate_and_says_what_to_train(tr
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert result.output.startswith("error: musicnn is the built-in MSD tagger: its 50 tags are not genre labels")
     assert "streamgenre train SHARDS --model musicnn" in result.output and "checkpoint" not in result.output
+
+
+def test_a_bad_value_saved_in_the_checkpoint_blames_the_checkpoint_not_an_option(trained, tmp_path):
+    """evaluate has no --resample: a value the loader refuses came from the checkpoint, and the message says so."""
+    _, run = trained
+    bundle = torch.load(run / "best.pt", weights_only=True)
+    bundle["spec"]["resample"] = "gpu"
+    torch.save(bundle, tmp_path / "edited.pt")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "edited.pt"), "--workers", "0"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {tmp_path / 'edited.pt'}: a setting saved in it by streamgenre ")
+    assert "(not given on this command line)" in result.output and "resample must be cpu or device, got 'gpu'" in result.output
+    assert "--resample" not in result.output and "or train the run again" in result.output

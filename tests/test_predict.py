@@ -314,3 +314,14 @@ def test_a_run_with_windows_shorter_than_the_finest_hop_hears_the_file_window_af
     assert WindowPlan(0.05, hop_s=0.05).hop_s == 0.05
     with pytest.raises(InputError, match=r"^--hop must be at least 0.1 s, got 0.05 s$"):
         WindowPlan(2.0, hop_s=0.05)
+
+
+def test_a_checkpoint_from_a_newer_streamgenre_names_itself_and_its_version(run, audio_dir, tmp_path):
+    bundle = torch.load(run / "best.pt", weights_only=True)
+    bundle["spec"]["loudness"] = -14.0  # a setting a later version might save
+    bundle["version"] = "9.9.0"
+    torch.save(bundle, tmp_path / "newer.pt")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "newer.pt"), str(audio_dir / "song.mp3")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {tmp_path / 'newer.pt'}: a setting saved in it by streamgenre 9.9.0 (not given on this command line)")
+    assert "unknown keys ['loudness']" in result.output and "use the streamgenre that saved it" in result.output
