@@ -232,7 +232,7 @@ def train(config: TrainConfig) -> TrainResult:
 def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainResult:
     started = time.perf_counter()
     index = read_index(config.shards)
-    train_source = open_split(config.shards, "train", config.genres, index)
+    train_source = open_split(config.shards, "train", config.genres, index, given_by=_genres_given_by(config))
     val_source = _optional_split(config.shards, "val", config.genres, index)
     workers = default_workers() if config.workers is None else config.workers
     _check_enough_shards(train_source, dist, workers)
@@ -630,14 +630,24 @@ def _rng_state() -> dict:
 def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
     """`--resume` from the command line: the run's own settings in last.pt, with `config`'s machine fields and `given` ones.
 
-    `given` holds the dotted field paths the user typed (``recipe.epochs``); `train` then
-    refuses any of them that would change a kept setting. Without a last.pt, `config` as it is
-    (and `train` says there is nothing to resume).
+    `given` holds the dotted field paths the user typed (``recipe.epochs``); any of them that
+    would change a kept setting is refused here, before a shard is read, so that every kept
+    setting `train` then meets is the run's own. Without a last.pt, `config` as it is (and
+    `train` says there is nothing to resume).
     """
     last = Path(config.out) / LAST_NAME
     if not last.is_file():
         return config
-    return resumed(saved_train_config(load_checkpoint(last), last), config, given)
+    bundle = load_checkpoint(last)
+    saved = saved_train_config(bundle, last)
+    config = resumed(saved, config, given)
+    _check_resumable(saved, config, len(bundle["history"]))
+    return config
+
+
+def _genres_given_by(config: TrainConfig) -> str:
+    """Who named `config.genres`, for messages: --genres, or (resumed) the run itself, whose genres `resumed_config` keeps."""
+    return f"the resumed run's {Path(config.out) / LAST_NAME}" if config.resume else "--genres"
 
 
 def saved_train_config(bundle: dict, path: Path) -> TrainConfig:

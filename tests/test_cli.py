@@ -164,3 +164,21 @@ def test_resume_blames_the_runs_saved_duration_not_the_duration_option(run, tmp_
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert result.output.startswith(f"error: {tmp_path / 'run' / 'last.pt'}: a setting saved in it by streamgenre ")
     assert "(not given on this command line)" in result.output and "must be > 0 seconds, got 0.0" in result.output
+
+
+def test_resume_on_shards_without_the_runs_genres_blames_the_run_not_the_genres_option(run, tmp_path):
+    import shutil
+
+    import torch
+
+    from tests.conftest import write_packed_dir
+
+    shutil.copytree(run, tmp_path / "run")
+    bundle = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    bundle["train_config"]["genres"] = ["ambient", "rock"]  # as `train --genres ambient,rock` saves them
+    torch.save(bundle, tmp_path / "run" / "last.pt")
+    write_packed_dir(tmp_path / "other", ["folk", "rock"], {"train": 1}, per_shard=2, clip_s=1.0)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "other"), "--out", str(tmp_path / "run"), "--resume", "--workers", "0", "--quiet"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    last, other = tmp_path / "run" / "last.pt", tmp_path / "other"
+    assert result.output == f"error: the resumed run's {last} names ambient, not in the packed labels of {other} (known: folk, rock)\n"
