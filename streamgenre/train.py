@@ -111,6 +111,13 @@ class TrainConfig:
         if self.workers is not None and self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
         _ = self.stream  # the loader's checks (window, batch, resample) now: a resumed run's saved values fail as the checkpoint's
+        frontend = default_frontend(self.model)
+        if round(self.window_s * frontend.sample_rate) < frontend.shortest_samples:  # else the first forward pass fails, naming n_fft
+            shortest = frontend.shortest_samples
+            raise InputError(
+                f"--duration {self.window_s:g} s is too short for model {self.model!r}: it needs windows of at least "
+                f"{math.ceil(1000 * shortest / frontend.sample_rate) / 1000:g} s ({shortest} samples at {frontend.sample_rate} Hz)"
+            )
 
     @property
     def window_s(self) -> float:
