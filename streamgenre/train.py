@@ -240,6 +240,7 @@ def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainRe
     started = time.perf_counter()
     index = read_index(config.shards)
     train_source = open_split(config.shards, "train", config.genres, index, given_by=_genres_given_by(config))
+    _check_two_genres(train_source, config)
     val_source = _optional_split(config.shards, "val", config.genres, index)
     workers = default_workers() if config.workers is None else config.workers
     _check_enough_shards(train_source, dist, workers)
@@ -356,6 +357,15 @@ def make_optimizer(model: GenreClassifier, recipe: Recipe) -> torch.optim.Optimi
     if any(id(p) in in_backbone for p in trainable):
         groups.append({"params": [p for p in trainable if id(p) in in_backbone], "lr_scale": recipe.backbone_lr_scale})
     return optimizer_class(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def _check_two_genres(source: SplitSource, config: TrainConfig) -> None:
+    """A classifier needs two genres or more: name who gave fewer, the genres asked for or the packed directory (not n_classes)."""
+    if len(source.labels) > 1:
+        return
+    if config.genres:
+        raise InputError(f"{_genres_given_by(config)} names only {source.labels[0]}: a genre classifier needs at least 2 genres; name two or more")
+    raise InputError(f"{config.shards} holds only {', '.join(source.labels) or 'no genre'}: a genre classifier needs at least 2 genres; pack two or more")
 
 
 def _optional_split(shards: str, split: str, genres: tuple[str, ...] | None, index) -> SplitSource | None:

@@ -182,3 +182,15 @@ def test_resume_on_shards_without_the_runs_genres_blames_the_run_not_the_genres_
     assert result.exit_code == 2 and result.output.count("\n") == 1
     last, other = tmp_path / "run" / "last.pt", tmp_path / "other"
     assert result.output == f"error: the resumed run's {last} names ambient, not in the packed labels of {other} (known: folk, rock)\n"
+
+
+def test_fewer_than_two_genres_names_who_gave_them_not_n_classes(tmp_path):
+    from tests.conftest import write_packed_dir
+
+    write_packed_dir(tmp_path / "two", ["ambient", "rock"], {"train": 1}, per_shard=2, clip_s=1.0)
+    write_packed_dir(tmp_path / "one", ["rock"], {"train": 1}, per_shard=2, clip_s=1.0)
+    chosen = CliRunner().invoke(app, ["train", str(tmp_path / "two"), "--out", str(tmp_path / "a"), "--genres", "ambient", "--quiet"])
+    assert chosen.exit_code == 2 and chosen.output == "error: --genres names only ambient: a genre classifier needs at least 2 genres; name two or more\n"
+    packed = CliRunner().invoke(app, ["train", str(tmp_path / "one"), "--out", str(tmp_path / "b"), "--quiet"])
+    assert packed.exit_code == 2
+    assert packed.output == f"error: {tmp_path / 'one'} holds only rock: a genre classifier needs at least 2 genres; pack two or more\n"
