@@ -194,3 +194,9 @@ def test_fewer_than_two_genres_names_who_gave_them_not_n_classes(tmp_path):
     packed = CliRunner().invoke(app, ["train", str(tmp_path / "one"), "--out", str(tmp_path / "b"), "--quiet"])
     assert packed.exit_code == 2
     assert packed.output == f"error: {tmp_path / 'one'} holds only rock: a genre classifier needs at least 2 genres; pack two or more\n"
+
+
+@pytest.mark.parametrize(("option", "message"), [("--mixup", "--mixup must be a finite number >= 0, got -1.0"), ("--gain", "--gain must be >= 0 dB, got -1.0")])
+def test_a_negative_mixup_or_gain_names_the_option_typed(tmp_path, option, message):
+    result = CliRunner().invoke(app, ["train", str(tmp_path), option, "-1"])
+    assert result.exit_code == 2 and result.output == f"error: {message}\n"
