@@ -468,13 +468,17 @@ def check_skips(skipped: int, read: int, max_fraction: float, split: str) -> Non
 
 
 def warn_clamped(clamped: int, windows: int, config: StreamConfig) -> None:
-    """Say (once) that some clips end before the fixed window: they were heard earlier instead."""
+    """Say (once) that some clips end before the fixed window: they were heard earlier instead.
+
+    The window is named by its times, not as --offset/--duration: evaluate has no --duration and
+    may take its offset from the checkpoint, and train's may be the recipe's and the model's own.
+    """
     log.warning(
-        "%d of %d clips end before --offset %gs + --duration %gs: their last full window was used instead",
+        "%d of %d clips end before the end of the %gs window at %gs: their last full window was used instead",
         clamped,
         windows,
-        config.offset_s,
         config.duration_s,
+        config.offset_s,
     )
 
 

@@ -147,3 +147,16 @@ def test_a_bad_value_saved_in_the_checkpoint_blames_the_checkpoint_not_an_option
     assert result.output.startswith(f"error: {tmp_path / 'edited.pt'}: a setting saved in it by streamgenre ")
     assert "(not given on this command line)" in result.output and "resample must be cpu or device, got 'gpu'" in result.output
     assert "--resample" not in result.output and "or train the run again" in result.output
+
+
+def test_an_offset_given_past_the_clips_end_is_called_the_offset_given_and_the_clamp_names_no_option(trained, caplog):
+    """evaluate has no --duration, and an --offset typed is not 'the training window'."""
+    import logging
+
+    _, run = trained
+    with caplog.at_level(logging.INFO):
+        result = evaluate_run(EvaluateConfig(run=run, offset_s=100.0, workers=0, progress=False))
+    assert result.summary["samples"] == 4
+    assert "one 2-s window at 100 s (--offset)" in caplog.text and "training window" not in caplog.text
+    assert "4 of 4 clips end before the end of the 2s window at 100s: their last full window was used instead" in caplog.text
+    assert "--duration" not in caplog.text
