@@ -153,7 +153,8 @@ class TrainConfig:
         """
         if self.recipe.needs_pretrained and not model_spec(self.model).pretrained:
             pretrained = ", ".join(name for name in model_names() if model_spec(name).pretrained)
-            raise InputError(f"--recipe {self.recipe.name} trains a pretrained backbone; --model {self.model} has none (pretrained: {pretrained})")
+            # --model may be the default, not typed: say which model, and which to give
+            raise InputError(f"--recipe {self.recipe.name} trains a pretrained backbone, which model {self.model!r} has not; give --model {pretrained}")
         return ModelConfig(n_classes, self.model, self.dropout, self.width)
 
     def inference_spec(self, labels: list[str]) -> InferenceSpec:

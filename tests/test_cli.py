@@ -200,3 +200,13 @@ def test_fewer_than_two_genres_names_who_gave_them_not_n_classes(tmp_path):
 def test_a_negative_mixup_or_gain_names_the_option_typed(tmp_path, option, message):
     result = CliRunner().invoke(app, ["train", str(tmp_path), option, "-1"])
     assert result.exit_code == 2 and result.output == f"error: {message}\n"
+
+
+def test_a_pretrained_recipe_on_the_default_model_names_the_model_and_what_to_give(tmp_path):
+    """No --model typed: the message says which model is in use, not '--model paper'."""
+    from tests.conftest import write_packed_dir
+
+    write_packed_dir(tmp_path / "packed", ["ambient", "rock"], {"train": 1}, per_shard=2, clip_s=1.0)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--recipe", "probe", "--quiet"])
+    assert result.exit_code == 2
+    assert result.output == "error: --recipe probe trains a pretrained backbone, which model 'paper' has not; give --model musicnn\n"
