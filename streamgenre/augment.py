@@ -38,6 +38,8 @@ class AugmentConfig:
     time_mask_frames: int = 0
 
     def __post_init__(self):
+        if self.gain_db < 0:
+            raise InputError(f"--gain must be >= 0 dB, got {self.gain_db}")  # the one field `train` has an option for
         for name, value in asdict(self).items():
             if value < 0:
                 raise InputError(f"augmentation {name} must be >= 0, got {value}")

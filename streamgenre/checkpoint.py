@@ -12,11 +12,13 @@ checkpoint's place: a model nobody here trained, whose outputs are independent t
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +30,9 @@ from streamgenre.errors import CheckpointError, InputError
 from streamgenre.files import atomic_path
 from streamgenre.model import GenreClassifier, ModelConfig
 from streamgenre.models.musicnn import GENRE_TAGS, MSD_TAGS, MUSICNN_FRONTEND, MusicnnTagger
+from streamgenre.paper import RESAMPLE_PLACES
+
+T = TypeVar("T")
 
 CHECKPOINT_FORMAT = 2  # 2: an "spec" entry; 1 (read only): the loader's config under "stream"
 LAST_NAME = "last.pt"
@@ -53,10 +58,42 @@ class InferenceSpec:
     resample: str
     offset_s: float | None
 
+    def __post_init__(self):
+        """Checked here, as it is read from a checkpoint: the loader would otherwise refuse these values as options nobody typed."""
+        if len(self.labels) < 1 or not all(isinstance(label, str) for label in self.labels):
+            raise InputError(f"labels must be a list of names, got {self.labels!r}")
+        if not (math.isfinite(self.window_s) and self.window_s > 0):
+            raise InputError(f"window_s must be > 0 seconds, got {self.window_s}")
+        if not (isinstance(self.sample_rate, int) and self.sample_rate > 0):
+            raise InputError(f"sample_rate must be a whole number of Hz > 0, got {self.sample_rate!r}")
+        if self.resample not in RESAMPLE_PLACES:
+            raise InputError(f"resample must be {' or '.join(RESAMPLE_PLACES)}, got {self.resample!r}")
+        if self.offset_s is not None and not self.offset_s >= 0:
+            raise InputError(f"offset_s must be None or >= 0 seconds, got {self.offset_s}")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InferenceSpec:
         """Rebuild from `asdict` output; unknown or missing keys raise `InputError`."""
         return config_from_dict(cls, data)
+
+
+def saved_settings(bundle: dict[str, Any], path: Path, rebuild: Callable[[], T]) -> T:
+    """`rebuild()` a config saved in checkpoint `path`; an `InputError` in it is the checkpoint's fault.
+
+    Nobody typed these values now, so a message that only named an option (``--duration must
+    be > 0``) would blame the wrong thing: it names the checkpoint, who saved it, and what to do.
+
+    Raises:
+        CheckpointError: a saved setting this version does not know or accept.
+    """
+    try:
+        return rebuild()
+    except InputError as exn:
+        saved_by = bundle.get("version") or "an unknown version"
+        raise CheckpointError(
+            f"{path}: a setting saved in it by streamgenre {saved_by} (not given on this command line) is not one "
+            f"streamgenre {__version__} accepts: {exn}; use the streamgenre that saved it, or train the run again"
+        ) from exn
 
 
 def save_checkpoint(path: Path, bundle: dict[str, Any]) -> None:
@@ -158,12 +195,19 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def bundle_spec(bundle: dict[str, Any]) -> InferenceSpec:
-    """The bundle's inference spec; format-1 bundles derive it from their loader config."""
+def bundle_spec(bundle: dict[str, Any], path: Path) -> InferenceSpec:
+    """The inference spec of the bundle loaded from `path`; format-1 bundles derive it from their loader config.
+
+    Raises:
+        CheckpointError: the spec is missing, or holds keys or values this version does not accept.
+    """
     if "spec" in bundle:
-        return InferenceSpec.from_dict(bundle["spec"])
-    stream = bundle["stream"]
-    return InferenceSpec(list(bundle["labels"]), stream["duration_s"], stream["sample_rate"], stream["resample"], stream["offset_s"])
+        return saved_settings(bundle, path, lambda: InferenceSpec.from_dict(bundle["spec"]))
+    try:
+        stream, labels = bundle["stream"], list(bundle["labels"])
+        return saved_settings(bundle, path, lambda: InferenceSpec(labels, stream["duration_s"], stream["sample_rate"], stream["resample"], stream["offset_s"]))
+    except (KeyError, TypeError) as exn:
+        raise CheckpointError(f"{path} says nothing of how to feed its model (no inference spec: {exn}); train the run again") from exn
 
 
 @dataclass(frozen=True)
@@ -201,7 +245,7 @@ def build_model(bundle: dict[str, Any], path: Path) -> GenreClassifier:
         CheckpointError: the config is unknown or the weights do not fit it.
     """
     try:
-        model = GenreClassifier(ModelConfig.from_dict(bundle["model_config"]))
+        model = GenreClassifier(saved_settings(bundle, path, lambda: ModelConfig.from_dict(bundle["model_config"])))
         model.load_state_dict(bundle["model"])
     except (InputError, KeyError, RuntimeError, TypeError) as exn:
         raise CheckpointError(f"{path}: the weights do not fit the model they describe: {_first_line(exn)}") from exn
@@ -231,4 +275,4 @@ def load_for_inference(path: str | Path, device: torch.device | str = "cpu") -> 
     resolved = resolve_checkpoint(Path(path))
     bundle = load_checkpoint(resolved)
     model = build_model(bundle, resolved).to(device).eval()
-    return LoadedModel(model, bundle_spec(bundle), resolved, bundle.get("train_config", {}).get("shards"))
+    return LoadedModel(model, bundle_spec(bundle, resolved), resolved, bundle.get("train_config", {}).get("shards"))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from streamgenre.dist import default_workers
 from streamgenre.errors import InputError
+from streamgenre.files import check_writable_folder
 from streamgenre.pack import PackConfig, PackReport, pack
 from streamgenre.paper import DEFAULT_OFFSET_S
 from streamgenre.progress import progress_bar
@@ -103,11 +104,11 @@ def run_demo(config: DemoConfig) -> DemoResult:
 
 
 def _claim(out: Path) -> None:
-    """Refuse to write into a non-empty folder that a demo did not make."""
+    """Refuse to write into a non-empty folder that a demo did not make (or into a file, or where nothing can be written)."""
+    check_writable_folder(out, "--out")  # makes it if missing; a file there is the user's --out, not an unexpected error
     marker = out / _MARKER
-    if out.exists() and any(out.iterdir()) and not marker.exists():
+    if any(out.iterdir()) and not marker.exists():
         raise InputError(f"{out} exists and was not made by `streamgenre demo`; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     marker.touch()
 
 

@@ -182,6 +182,11 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
 
     device = resolve_device(config.device)
     loaded = load_for_inference(config.run, device)
+    if loaded.multi_label:  # the built-in tagger: its outputs are MSD tags, none of them a packed genre
+        raise InputError(
+            f"{config.run} is the built-in MSD tagger: its {len(loaded.labels)} tags are not genre labels, so there is nothing to score on a split; "
+            f"to score musicnn on your genres, train a head on it (`streamgenre train SHARDS --model musicnn`) and evaluate that run"
+        )
     shards = config.shards or loaded.shards
     if not shards:
         raise InputError(f"{loaded.path} does not say which shards it was trained on: pass --shards")
@@ -191,7 +196,8 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     whole_clips = config.windows is not None or config.hop_s is not None
     offset = spec.offset_s if config.offset_s is None else config.offset_s
     stream = evaluation_stream(spec.window_s, spec.sample_rate, spec.resample, offset, whole_clips)
-    mode, description = _mode(plan if whole_clips else None, stream.offset_s, stream.duration_s)
+    chosen_by = "--offset" if config.offset_s is not None else "the training window" if spec.offset_s is not None else "the run trained on random windows"
+    mode, description = _mode(plan if whole_clips else None, stream.offset_s, stream.duration_s, chosen_by)
     out = config.out or (loaded.path.parent if loaded.path.is_file() else Path(config.run))
     check_writable_folder(out, "--out")  # before minutes of scoring, not after
     log.info(f"evaluating {loaded.path} on the {config.split} split ({source.sample_count} clips): {description}")
@@ -212,10 +218,14 @@ def evaluate_run(config: EvaluateConfig) -> EvaluateResult:
     return EvaluateResult(summary, json_path, png_path)
 
 
-def _mode(plan: WindowPlan | None, offset_s: float, duration_s: float) -> tuple[str, str]:
-    """A file-name tag and a phrase for how clips are heard, e.g. ``("w10-mean", "10 windows per clip, mean vote")``."""
+def _mode(plan: WindowPlan | None, offset_s: float, duration_s: float, chosen_by: str) -> tuple[str, str]:
+    """A file-name tag and a phrase for how clips are heard, e.g. ``("w10-mean", "10 windows per clip, mean vote")``.
+
+    `chosen_by` says where a single window's offset came from: ``--offset``, the training window,
+    or neither (a run trained on random windows is heard at the default 0:15).
+    """
     if plan is None:
-        return f"at{offset_s:g}s", f"one {duration_s:g}-s window at {offset_s:g} s (the training window)"
+        return f"at{offset_s:g}s", f"one {duration_s:g}-s window at {offset_s:g} s ({chosen_by})"
     vote = "mean probability" if plan.vote == "mean" else "majority vote"
     if plan.windows is not None:
         return f"w{plan.windows}-{plan.vote}", f"{plan.windows} windows of {duration_s:g} s per clip, {vote}"

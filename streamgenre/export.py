@@ -245,6 +245,7 @@ def _write_torchscript(wrapper: ProbabilityModel, example: torch.Tensor, metadat
     other = torch.cat([example, example[:1]])[:, : max(example.shape[1] * 3 // 4, 1)]
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
+        wrapper(example)  # builds a resampler from another --sample-rate now: built inside the trace, the check's second trace differs
         traced = torch.jit.trace(wrapper, (example,), check_inputs=[(other,)])
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: json.dumps(metadata)})  # deprecated, still the format

@@ -83,6 +83,11 @@ class FrontendConfig:
             raise InputError(f"frontend window_s must be > 0 seconds, got {self.window_s}")
 
     @property
+    def shortest_samples(self) -> int:
+        """The fewest samples (at `sample_rate`) the frontend takes: its STFT's reflect padding needs more than ``n_fft // 2``."""
+        return self.n_fft // 2 + 1
+
+    @property
     def window_samples(self) -> int:
         """Samples of one window at `sample_rate`."""
         return round(self.window_s * self.sample_rate)
@@ -236,10 +241,10 @@ class MelFrontend(nn.Module):
         with torch.autocast(device_type=waveform.device.type, enabled=False):
             waveform = waveform.float()
             waveform = self._resampler(rate, waveform.device)(waveform)
-            if waveform.shape[-1] <= self.config.n_fft // 2:
+            if waveform.shape[-1] < self.config.shortest_samples:
                 raise InputError(
                     f"a waveform of {waveform.shape[-1]} samples at {self.config.sample_rate} Hz is too short for "
-                    f"n_fft={self.config.n_fft}; give at least {self.config.n_fft // 2 + 1} samples"
+                    f"n_fft={self.config.n_fft}; give at least {self.config.shortest_samples} samples"
                 )
             return self.mel_power(waveform)  # (batch, n_mels, frames)
 

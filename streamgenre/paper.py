@@ -20,3 +20,5 @@ FMA_SMALL_CLIPS = 8000  # FMA small, the paper's dataset: 8 genres x 1000 clips
 # Not the paper's: this project's default window starts at 0:15, past the intros that make the
 # first 3 s of many tracks (the paper's choice) a poor sample of the genre.
 DEFAULT_OFFSET_S = 15.0
+# Not the paper's either: where audio is brought to the model's rate, in the loader or inside the model.
+RESAMPLE_PLACES = ("cpu", "device")

@@ -73,11 +73,11 @@ class Recipe:
         for name in ("weight_decay", "warmup_fraction", "label_smoothing", "mixup_alpha", "backbone_lr_scale"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise InputError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+                raise InputError(f"{_OPTION_OF.get(name, f'recipe {name}')} must be a finite number >= 0, got {value}")
         if self.warmup_fraction >= 1 or self.label_smoothing >= 1:
-            raise InputError("--warmup-fraction and --label-smoothing must be below 1")
+            raise InputError("recipe warmup_fraction and label_smoothing must be below 1")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise InputError(f"--clip-grad-norm must be > 0, got {self.clip_grad_norm}")
+            raise InputError(f"recipe clip_grad_norm must be > 0, got {self.clip_grad_norm}")
         check_windows_per_clip(self.windows_per_clip, self.offset_s)
         if self.val_windows < 1:
             raise InputError(f"--val-windows must be >= 1, got {self.val_windows}")
@@ -94,6 +94,11 @@ class Recipe:
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
         """Rebuild from `to_dict` output; unknown keys raise `InputError`."""
         return config_from_dict(cls, {**data, "augment": AugmentConfig.from_dict(data.get("augment", {}))})
+
+
+# The option that sets a checked recipe field under another name; the others have no option, so
+# their messages name the recipe field (a --warmup-fraction there would send the user looking for it).
+_OPTION_OF = {"mixup_alpha": "--mixup"}
 
 
 def learning_rate(recipe: Recipe, step: int, total_steps: int) -> float:

@@ -22,7 +22,7 @@ import webdataset as wds
 from streamgenre.audio import Window, decode
 from streamgenre.dist import default_workers
 from streamgenre.errors import DecodeError, InputError, ShardFormatError, StreamgenreError
-from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_SAMPLE_RATE, PAPER_WINDOW_S
+from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_SAMPLE_RATE, PAPER_WINDOW_S, RESAMPLE_PLACES
 from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SampleMeta, ShardIndex, read_index, shard_urls
 from streamgenre.units import Seconds
 from streamgenre.windows import check_windows_per_clip, random_offsets, slice_windows
@@ -62,8 +62,8 @@ class StreamConfig:
             raise InputError(f"--duration must be > 0 seconds, got {self.duration_s}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.resample not in ("cpu", "device"):
-            raise InputError(f"--resample must be cpu or device, got {self.resample!r}")
+        if self.resample not in RESAMPLE_PLACES:
+            raise InputError(f"--resample must be {' or '.join(RESAMPLE_PLACES)}, got {self.resample!r}")
 
 
 @dataclass
@@ -468,13 +468,17 @@ def check_skips(skipped: int, read: int, max_fraction: float, split: str) -> Non
 
 
 def warn_clamped(clamped: int, windows: int, config: StreamConfig) -> None:
-    """Say (once) that some clips end before the fixed window: they were heard earlier instead."""
+    """Say (once) that some clips end before the fixed window: they were heard earlier instead.
+
+    The window is named by its times, not as --offset/--duration: evaluate has no --duration and
+    may take its offset from the checkpoint, and train's may be the recipe's and the model's own.
+    """
     log.warning(
-        "%d of %d clips end before --offset %gs + --duration %gs: their last full window was used instead",
+        "%d of %d clips end before the end of the %gs window at %gs: their last full window was used instead",
         clamped,
         windows,
-        config.offset_s,
         config.duration_s,
+        config.offset_s,
     )
 
 

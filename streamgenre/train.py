@@ -30,6 +30,7 @@ from streamgenre.checkpoint import (
     load_for_inference,
     make_bundle,
     save_checkpoint,
+    saved_settings,
 )
 from streamgenre.config import MACHINE, MAY_CHANGE, config_from_dict, kept_changes, resume_field, resumed
 from streamgenre.dist import (
@@ -109,6 +110,14 @@ class TrainConfig:
             raise InputError(f"--max-skip-fraction must be within 0..1, got {self.max_skip_fraction}")
         if self.workers is not None and self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
+        _ = self.stream  # the loader's checks (window, batch, resample) now: a resumed run's saved values fail as the checkpoint's
+        frontend = default_frontend(self.model)
+        if round(self.window_s * frontend.sample_rate) < frontend.shortest_samples:  # else the first forward pass fails, naming n_fft
+            shortest = frontend.shortest_samples
+            raise InputError(
+                f"--duration {self.window_s:g} s is too short for model {self.model!r}: it needs windows of at least "
+                f"{math.ceil(1000 * shortest / frontend.sample_rate) / 1000:g} s ({shortest} samples at {frontend.sample_rate} Hz)"
+            )
 
     @property
     def window_s(self) -> float:
@@ -144,7 +153,8 @@ class TrainConfig:
         """
         if self.recipe.needs_pretrained and not model_spec(self.model).pretrained:
             pretrained = ", ".join(name for name in model_names() if model_spec(name).pretrained)
-            raise InputError(f"--recipe {self.recipe.name} trains a pretrained backbone; --model {self.model} has none (pretrained: {pretrained})")
+            # --model may be the default, not typed: say which model, and which to give
+            raise InputError(f"--recipe {self.recipe.name} trains a pretrained backbone, which model {self.model!r} has not; give --model {pretrained}")
         return ModelConfig(n_classes, self.model, self.dropout, self.width)
 
     def inference_spec(self, labels: list[str]) -> InferenceSpec:
@@ -230,7 +240,8 @@ def train(config: TrainConfig) -> TrainResult:
 def _train(config: TrainConfig, dist: DistInfo, device: torch.device) -> TrainResult:
     started = time.perf_counter()
     index = read_index(config.shards)
-    train_source = open_split(config.shards, "train", config.genres, index)
+    train_source = open_split(config.shards, "train", config.genres, index, given_by=_genres_given_by(config))
+    _check_two_genres(train_source, config)
     val_source = _optional_split(config.shards, "val", config.genres, index)
     workers = default_workers() if config.workers is None else config.workers
     _check_enough_shards(train_source, dist, workers)
@@ -347,6 +358,15 @@ def make_optimizer(model: GenreClassifier, recipe: Recipe) -> torch.optim.Optimi
     if any(id(p) in in_backbone for p in trainable):
         groups.append({"params": [p for p in trainable if id(p) in in_backbone], "lr_scale": recipe.backbone_lr_scale})
     return optimizer_class(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def _check_two_genres(source: SplitSource, config: TrainConfig) -> None:
+    """A classifier needs two genres or more: name who gave fewer, the genres asked for or the packed directory (not n_classes)."""
+    if len(source.labels) > 1:
+        return
+    if config.genres:
+        raise InputError(f"{_genres_given_by(config)} names only {source.labels[0]}: a genre classifier needs at least 2 genres; name two or more")
+    raise InputError(f"{config.shards} holds only {', '.join(source.labels) or 'no genre'}: a genre classifier needs at least 2 genres; pack two or more")
 
 
 def _optional_split(shards: str, split: str, genres: tuple[str, ...] | None, index) -> SplitSource | None:
@@ -628,14 +648,29 @@ def _rng_state() -> dict:
 def resumed_config(config: TrainConfig, given: Collection[str]) -> TrainConfig:
     """`--resume` from the command line: the run's own settings in last.pt, with `config`'s machine fields and `given` ones.
 
-    `given` holds the dotted field paths the user typed (``recipe.epochs``); `train` then
-    refuses any of them that would change a kept setting. Without a last.pt, `config` as it is
-    (and `train` says there is nothing to resume).
+    `given` holds the dotted field paths the user typed (``recipe.epochs``); any of them that
+    would change a kept setting is refused here, before a shard is read, so that every kept
+    setting `train` then meets is the run's own. Without a last.pt, `config` as it is (and
+    `train` says there is nothing to resume).
     """
     last = Path(config.out) / LAST_NAME
     if not last.is_file():
         return config
-    return resumed(TrainConfig.from_dict(load_checkpoint(last)["train_config"]), config, given)
+    bundle = load_checkpoint(last)
+    saved = saved_train_config(bundle, last)
+    config = resumed(saved, config, given)
+    _check_resumable(saved, config, len(bundle["history"]))
+    return config
+
+
+def _genres_given_by(config: TrainConfig) -> str:
+    """Who named `config.genres`, for messages: --genres, or (resumed) the run itself, whose genres `resumed_config` keeps."""
+    return f"the resumed run's {Path(config.out) / LAST_NAME}" if config.resume else "--genres"
+
+
+def saved_train_config(bundle: dict, path: Path) -> TrainConfig:
+    """The run's own settings, saved in checkpoint `path`: a bad one is the checkpoint's, not an option's (`saved_settings`)."""
+    return saved_settings(bundle, path, lambda: TrainConfig.from_dict(bundle["train_config"]))
 
 
 def _restore(run: _Run, path: Path) -> None:
@@ -643,7 +678,7 @@ def _restore(run: _Run, path: Path) -> None:
     bundle = load_checkpoint(path)
     if bundle["spec"]["labels"] != run.labels:
         raise InputError(f"--resume: the checkpoint was trained on {bundle['spec']['labels']}, these shards give {run.labels}")
-    _check_resumable(TrainConfig.from_dict(bundle["train_config"]), run.config, len(bundle["history"]))
+    _check_resumable(saved_train_config(bundle, path), run.config, len(bundle["history"]))
     run.model.load_state_dict(bundle["model"])
     run.optimizer.load_state_dict(bundle["optimizer"])
     run.scaler.load_state_dict(bundle["scaler"])

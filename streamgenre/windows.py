@@ -19,7 +19,7 @@ import torch
 from streamgenre.errors import InputError
 from streamgenre.units import Seconds
 
-# The finest --hop: 100 ms already gives 300 windows of a 30-s clip.
+# The finest --hop: 100 ms already gives 300 windows of a 30-s clip (a shorter window may hop by itself).
 MIN_HOP_S = 0.1
 VOTES = ("mean", "majority")
 Owner = TypeVar("Owner")
@@ -81,6 +81,8 @@ class WindowPlan:
     """How a whole clip is heard: windows of `duration_s`, either `windows` of them or one every `hop_s`.
 
     With neither, the clip is one window long already (the loader cut it) and is heard as it is.
+    A hop may be as short as `MIN_HOP_S` or the window itself: ``predict`` and ``tag`` hop by the
+    run's window when no --hop is given, and a run trained on shorter windows must not be refused.
     """
 
     duration_s: Seconds
@@ -93,8 +95,9 @@ class WindowPlan:
             raise InputError("give --windows or --hop, not both")
         if self.windows is not None and self.windows < 1:
             raise InputError(f"--windows must be >= 1, got {self.windows}")
-        if self.hop_s is not None and self.hop_s < MIN_HOP_S:
-            raise InputError(f"--hop must be at least {MIN_HOP_S} s, got {self.hop_s} s")
+        finest = min(MIN_HOP_S, self.duration_s)
+        if self.hop_s is not None and self.hop_s < finest:
+            raise InputError(f"--hop must be at least {finest:g} s, got {self.hop_s:g} s")
         if self.vote not in VOTES:
             raise InputError(f"--vote must be {' or '.join(VOTES)}, got {self.vote!r}")
 

@@ -148,3 +148,65 @@ def test_resume_takes_the_runs_own_settings_and_checks_only_the_options_given(tm
     longer = CliRunner().invoke(app, [*resume, "--epochs", "2"])
     assert longer.exit_code == 0 and "trained 2 epochs" in longer.output, longer.output
     assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["recipe"]["epochs"] == 2
+
+
+def test_resume_blames_the_runs_saved_duration_not_the_duration_option(run, tmp_path):
+    """The run's last.pt holds a window the loader refuses: `--resume` names last.pt, since nobody typed --duration."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(run, tmp_path / "run")
+    bundle = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    bundle["train_config"]["duration_s"] = 0.0
+    torch.save(bundle, tmp_path / "run" / "last.pt")
+    result = CliRunner().invoke(app, ["train", str(run.parent / "packed"), "--out", str(tmp_path / "run"), "--resume", "--workers", "0", "--quiet"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {tmp_path / 'run' / 'last.pt'}: a setting saved in it by streamgenre ")
+    assert "(not given on this command line)" in result.output and "must be > 0 seconds, got 0.0" in result.output
+
+
+def test_resume_on_shards_without_the_runs_genres_blames_the_run_not_the_genres_option(run, tmp_path):
+    import shutil
+
+    import torch
+
+    from tests.conftest import write_packed_dir
+
+    shutil.copytree(run, tmp_path / "run")
+    bundle = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    bundle["train_config"]["genres"] = ["ambient", "rock"]  # as `train --genres ambient,rock` saves them
+    torch.save(bundle, tmp_path / "run" / "last.pt")
+    write_packed_dir(tmp_path / "other", ["folk", "rock"], {"train": 1}, per_shard=2, clip_s=1.0)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "other"), "--out", str(tmp_path / "run"), "--resume", "--workers", "0", "--quiet"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    last, other = tmp_path / "run" / "last.pt", tmp_path / "other"
+    assert result.output == f"error: the resumed run's {last} names ambient, not in the packed labels of {other} (known: folk, rock)\n"
+
+
+def test_fewer_than_two_genres_names_who_gave_them_not_n_classes(tmp_path):
+    from tests.conftest import write_packed_dir
+
+    write_packed_dir(tmp_path / "two", ["ambient", "rock"], {"train": 1}, per_shard=2, clip_s=1.0)
+    write_packed_dir(tmp_path / "one", ["rock"], {"train": 1}, per_shard=2, clip_s=1.0)
+    chosen = CliRunner().invoke(app, ["train", str(tmp_path / "two"), "--out", str(tmp_path / "a"), "--genres", "ambient", "--quiet"])
+    assert chosen.exit_code == 2 and chosen.output == "error: --genres names only ambient: a genre classifier needs at least 2 genres; name two or more\n"
+    packed = CliRunner().invoke(app, ["train", str(tmp_path / "one"), "--out", str(tmp_path / "b"), "--quiet"])
+    assert packed.exit_code == 2
+    assert packed.output == f"error: {tmp_path / 'one'} holds only rock: a genre classifier needs at least 2 genres; pack two or more\n"
+
+
+@pytest.mark.parametrize(("option", "message"), [("--mixup", "--mixup must be a finite number >= 0, got -1.0"), ("--gain", "--gain must be >= 0 dB, got -1.0")])
+def test_a_negative_mixup_or_gain_names_the_option_typed(tmp_path, option, message):
+    result = CliRunner().invoke(app, ["train", str(tmp_path), option, "-1"])
+    assert result.exit_code == 2 and result.output == f"error: {message}\n"
+
+
+def test_a_pretrained_recipe_on_the_default_model_names_the_model_and_what_to_give(tmp_path):
+    """No --model typed: the message says which model is in use, not '--model paper'."""
+    from tests.conftest import write_packed_dir
+
+    write_packed_dir(tmp_path / "packed", ["ambient", "rock"], {"train": 1}, per_shard=2, clip_s=1.0)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--recipe", "probe", "--quiet"])
+    assert result.exit_code == 2
+    assert result.output == "error: --recipe probe trains a pretrained backbone, which model 'paper' has not; give --model musicnn\n"

@@ -43,3 +43,10 @@ def test_negative_workers_fail_before_any_synthesis(tmp_path):
 def test_epochs_0_fails_before_any_synthesis(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--epochs", "0"])
     assert result.exit_code == 2 and result.output.strip() == "error: --epochs must be >= 1, got 0" and not (tmp_path / "demo").exists()
+
+
+def test_an_out_that_is_a_file_is_one_line_naming_it_not_an_unexpected_error(tmp_path):
+    (tmp_path / "song.mp3").write_bytes(b"not a folder")
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "song.mp3"), "--quiet"])
+    assert result.exit_code == 2
+    assert result.output == f"error: cannot write --out {tmp_path / 'song.mp3'}: {tmp_path / 'song.mp3'} is a file, not a folder\n"

@@ -125,3 +125,38 @@ def test_genres_of_the_checkpoint_missing_from_the_shards_blame_the_checkpoint_n
         evaluate_run(EvaluateConfig(run=trained[1], shards=str(tmp_path / "other"), workers=0, progress=False))
     assert str(error.value).startswith("the checkpoint ") and "names ambient, not in the packed labels of" in str(error.value)
     assert "--genres" not in str(error.value)
+
+
+def test_the_built_in_tagger_has_no_genres_to_evaluate_and_says_what_to_train(trained, monkeypatch, tmp_path):
+    packed, _ = trained
+    monkeypatch.chdir(tmp_path)  # no folder called musicnn here: the name is the tagger
+    result = CliRunner().invoke(app, ["evaluate", "musicnn", "--shards", str(packed), "--workers", "0"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith("error: musicnn is the built-in MSD tagger: its 50 tags are not genre labels")
+    assert "streamgenre train SHARDS --model musicnn" in result.output and "checkpoint" not in result.output
+
+
+def test_a_bad_value_saved_in_the_checkpoint_blames_the_checkpoint_not_an_option(trained, tmp_path):
+    """evaluate has no --resample: a value the loader refuses came from the checkpoint, and the message says so."""
+    _, run = trained
+    bundle = torch.load(run / "best.pt", weights_only=True)
+    bundle["spec"]["resample"] = "gpu"
+    torch.save(bundle, tmp_path / "edited.pt")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "edited.pt"), "--workers", "0"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {tmp_path / 'edited.pt'}: a setting saved in it by streamgenre ")
+    assert "(not given on this command line)" in result.output and "resample must be cpu or device, got 'gpu'" in result.output
+    assert "--resample" not in result.output and "or train the run again" in result.output
+
+
+def test_an_offset_given_past_the_clips_end_is_called_the_offset_given_and_the_clamp_names_no_option(trained, caplog):
+    """evaluate has no --duration, and an --offset typed is not 'the training window'."""
+    import logging
+
+    _, run = trained
+    with caplog.at_level(logging.INFO):
+        result = evaluate_run(EvaluateConfig(run=run, offset_s=100.0, workers=0, progress=False))
+    assert result.summary["samples"] == 4
+    assert "one 2-s window at 100 s (--offset)" in caplog.text and "training window" not in caplog.text
+    assert "4 of 4 clips end before the end of the 2s window at 100s: their last full window was used instead" in caplog.text
+    assert "--duration" not in caplog.text

@@ -66,12 +66,14 @@ def test_exported_file_matches_pytorch_on_clips_with_free_batch_and_length(fmt, 
     assert np.abs(run_file(odd.numpy()) - _pytorch(run, odd, 22050)).max() <= TOLERANCE
 
 
-def test_sample_rate_option_builds_the_resampler_into_the_file(run, clips, tmp_path):
-    pytest.importorskip("onnxruntime")
-    out = tmp_path / "model44k.onnx"
-    result = CliRunner().invoke(app, ["export", str(run), "--out", str(out), "--sample-rate", "44100"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_sample_rate_option_builds_the_resampler_into_the_file(run, clips, tmp_path, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    out = tmp_path / f"model44k.{fmt}"
+    result = CliRunner().invoke(app, ["export", str(run), "--format", fmt, "--out", str(out), "--sample-rate", "44100"])
     assert result.exit_code == 0, result.output
-    run_file, metadata = load_exported(out, "onnx")
+    run_file, metadata = load_exported(out, fmt)
     assert (metadata["sample_rate"], metadata["window_samples"]) == ("44100", "88200")
     windows = _windows(clips, 44100)
     assert np.abs(run_file(windows.numpy()) - _pytorch(run, windows, 44100)).max() <= TOLERANCE

@@ -78,7 +78,7 @@ ALLOWED = {
         "train",
         "windows",
     },
-    "demo": {"dist", "pack", "progress", "recipes", "stream", "synth", "train"},
+    "demo": {"dist", "files", "pack", "progress", "recipes", "stream", "synth", "train"},
     "cli": {
         "bench",
         "checkpoint",

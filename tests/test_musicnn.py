@@ -134,7 +134,7 @@ def test_finetune_trains_the_backbone_slower_and_scratch_models_refuse_pretraine
     set_learning_rate(optimizer, FINETUNE, 500, 1000)
     head, backbone = optimizer.param_groups
     assert backbone["lr"] == pytest.approx(0.1 * head["lr"]) and len(backbone["params"]) > len(head["params"])
-    with pytest.raises(InputError, match="--recipe probe trains a pretrained backbone; --model resnet has none"):
+    with pytest.raises(InputError, match="--recipe probe trains a pretrained backbone, which model 'resnet' has not; give --model musicnn"):
         TrainConfig(shards=str(tmp_path), out=tmp_path / "run", recipe=PROBE, model="resnet").model_config(3)
 
 

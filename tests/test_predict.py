@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import streamgenre.predict
 from streamgenre.audio import decode
 from streamgenre.checkpoint import InferenceSpec, LoadedModel
 from streamgenre.cli import app
+from streamgenre.errors import InputError
 from streamgenre.predict import predict_files, stream_windows
 from streamgenre.synth import encode_mp3, make_clip
 from streamgenre.windows import WindowPlan
@@ -292,3 +294,34 @@ def test_a_fifo_is_an_error_line_not_a_hang(run, audio_dir, tmp_path):
 def test_windows_0_names_the_windows_option(run, audio_dir):
     result = CliRunner().invoke(app, ["predict", str(run), str(audio_dir / "song.mp3"), "--windows", "0"])
     assert result.exit_code == 2 and result.output.strip() == "error: --windows must be >= 1, got 0"
+
+
+def test_one_window_is_counted_in_the_singular(run, audio_dir):
+    result = CliRunner().invoke(app, ["predict", str(run), str(audio_dir / "song.mp3"), "--windows", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"{audio_dir / 'song.mp3'}  (1 window)\n" in result.stdout
+
+
+def test_a_run_with_windows_shorter_than_the_finest_hop_hears_the_file_window_after_window(run, audio_dir, tmp_path):
+    """No --hop given: the hop is the run's own 0.05-s window, which is not the user's --hop to refuse."""
+    bundle = torch.load(run / "best.pt", weights_only=True)
+    bundle["spec"]["window_s"] = 0.05
+    torch.save(bundle, tmp_path / "short-windows.pt")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "short-windows.pt"), str(audio_dir / "song.mp3")])
+    assert result.exit_code == 0, result.output
+    windows = int(re.search(r"song\.mp3  \((\d+) windows\)", result.stdout).group(1))
+    assert 100 <= windows <= 102  # 5 s (and the decoder's padding) in 0.05-s windows
+    assert WindowPlan(0.05, hop_s=0.05).hop_s == 0.05
+    with pytest.raises(InputError, match=r"^--hop must be at least 0.1 s, got 0.05 s$"):
+        WindowPlan(2.0, hop_s=0.05)
+
+
+def test_a_checkpoint_from_a_newer_streamgenre_names_itself_and_its_version(run, audio_dir, tmp_path):
+    bundle = torch.load(run / "best.pt", weights_only=True)
+    bundle["spec"]["loudness"] = -14.0  # a setting a later version might save
+    bundle["version"] = "9.9.0"
+    torch.save(bundle, tmp_path / "newer.pt")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "newer.pt"), str(audio_dir / "song.mp3")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith(f"error: {tmp_path / 'newer.pt'}: a setting saved in it by streamgenre 9.9.0 (not given on this command line)")
+    assert "unknown keys ['loudness']" in result.output and "use the streamgenre that saved it" in result.output

@@ -305,7 +305,7 @@ def test_a_killed_writes_temporary_is_not_music_and_is_removed_by_the_next_tag(r
     left.write_bytes(path.read_bytes())  # a whole copy, as a SIGKILL before the rename leaves it
     result = tag(str(run), str(tmp_path), "--write")
     assert result.exit_code == 0, result.output
-    assert "1 files: 1 written" in result.output and not left.exists()
+    assert "1 file: 1 written" in result.output and not left.exists()
 
 
 def test_an_unwritable_csv_is_refused_before_any_file_is_tagged(run, tmp_path):

@@ -281,3 +281,9 @@ def test_the_log_names_the_thread_and_loader_worker_counts_that_same_seed_weight
     line = train_module.machine_line(torch.device("cpu"), 2)
     assert f"{torch.get_num_threads()} torch threads" in line and "2 loader workers" in line
     assert "threads" not in train_module.machine_line(torch.device("cuda"), 0)
+
+
+def test_a_window_too_short_for_the_models_fft_names_duration_before_training(packed, tmp_path):
+    shortest = r"it needs windows of at least 0.047 s \(1025 samples at 22050 Hz\)$"
+    with pytest.raises(InputError, match=r"^--duration 0.01 s is too short for model 'paper': " + shortest):
+        tiny_train_config(packed, tmp_path / "run", duration_s=0.01)
