@@ -3,7 +3,7 @@
 The streamed probe (`train --model musicnn`) spends its time decoding; its head only ever sees
 the frozen backbone's pooled embeddings. This script embeds every 3-s window of every clip
 once (`musicnn_embeddings.embed_manifest`, same cache file), then trains the probe's own head
-(`MusicnnClassifier.head`: standardisation, dropout, one Linear layer) with the probe recipe's
+(`models.musicnn.genre_head`: standardisation, dropout, a hidden layer or none) with the probe recipe's
 optimiser, schedule, label smoothing, batch and epochs on the same grouped folds as
 `accuracy_study.py --folds`, and changes one thing at a time: the windows per clip, how window
 outputs combine into a clip's answer, the features, training on clip means, a hidden layer.
@@ -25,18 +25,19 @@ import torch
 import torch.nn.functional as F
 from musicnn_embeddings import FEATURES, embed_manifest
 
-from streamgenre.models.musicnn import MusicnnClassifier
+from streamgenre.models.musicnn import genre_head
 from streamgenre.recipes import PROBE, learning_rate
 
 # name: (windows per clip, vote, features, train on clip means, hidden units)
 LEVERS = {
-    "the probe as it ships: 8 windows, mean probability": (8, "mean", "pooled", False, 0),
-    "10 windows (the whole clip)": (10, "mean", "pooled", False, 0),
-    "10 windows, mean logit (= the head on the clip's mean embedding)": (10, "logit", "pooled", False, 0),
-    "10 windows, square root of the features": (10, "mean", "sqrt", False, 0),
-    "10 windows, pooled + penultimate features": (10, "mean", "pooled+penultimate", False, 0),
-    "means of random window subsets, mean logit": (10, "logit", "pooled", True, 0),
-    "10 windows, a 256-unit hidden layer": (10, "mean", "pooled", False, 256),
+    "linear head: 8 windows, mean probability (the probe before its hidden layer)": (8, "mean", "pooled", False, 0),
+    "linear, 10 windows (the whole clip)": (10, "mean", "pooled", False, 0),
+    "linear, 10 windows, mean logit (= the head on the clip's mean embedding)": (10, "logit", "pooled", False, 0),
+    "linear, 10 windows, square root of the features": (10, "mean", "sqrt", False, 0),
+    "linear, 10 windows, pooled + penultimate features": (10, "mean", "pooled+penultimate", False, 0),
+    "linear, means of random window subsets, mean logit": (10, "logit", "pooled", True, 0),
+    "a hidden layer of 256 units, 8 windows (the probe as it ships)": (8, "mean", "pooled", False, 256),
+    "a hidden layer of 256 units, 10 windows": (10, "mean", "pooled", False, 256),
 }
 
 
@@ -48,16 +49,6 @@ def clip_features(features: dict[str, list[np.ndarray]], kind: str, clip: int) -
     if kind == "pooled+penultimate":
         return torch.from_numpy(np.concatenate([pooled, np.asarray(features["penultimate"][clip], dtype=np.float32)], axis=1))
     return torch.from_numpy(pooled)
-
-
-def make_head(size: int, n_classes: int, hidden: int) -> torch.nn.Module:
-    """The probe's head (from the model itself), or the same with a hidden layer."""
-    if not hidden and size == MusicnnClassifier.embedding_size:
-        return MusicnnClassifier(n_classes).head
-    layers = [torch.nn.BatchNorm1d(size, affine=False), torch.nn.Dropout(0.5)]
-    if hidden:
-        layers += [torch.nn.Linear(size, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.5)]
-    return torch.nn.Sequential(*layers, torch.nn.Linear(hidden or size, n_classes))
 
 
 def training_rows(clips: list[torch.Tensor], labels: list[int], windows: int, clip_means: bool, rng: np.random.Generator):
@@ -79,7 +70,7 @@ def fold_accuracy(clips: list[torch.Tensor], labels: np.ndarray, train: np.ndarr
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     inputs, targets = training_rows([clips[i] for i in train], [int(labels[i]) for i in train], windows, clip_means, rng)
-    head = make_head(inputs.shape[1], n_classes, hidden)
+    head = genre_head(inputs.shape[1], n_classes, 0.5, hidden)
     optimizer = torch.optim.AdamW(head.parameters(), lr=PROBE.lr, weight_decay=PROBE.weight_decay)
     steps_per_epoch = math.ceil(len(inputs) / PROBE.batch_size)
     step, total = 0, PROBE.epochs * steps_per_epoch
@@ -110,6 +101,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--cache", type=Path, help="the embeddings .npz of musicnn_embeddings.py (made here when missing)")
+    parser.add_argument("--only", nargs="+", default=[""], help="run only the changes whose name holds one of these words")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(1)
@@ -124,7 +116,7 @@ def main() -> None:
     labels = np.array([names.index(genre) for genre in genres])
     folds = list(StratifiedGroupKFold(args.folds, shuffle=True, random_state=0).split(genres, genres, artists))
     print(f"| change to the probe's head | whole-clip accuracy, mean over {args.seeds} seeds | per seed |\n|---|---|---|")
-    for name, lever in LEVERS.items():
+    for name, lever in ((name, lever) for name, lever in LEVERS.items() if any(word in name for word in args.only)):
         clips = [clip_features(features, lever[2], i) for i in range(len(labels))]
         per_seed = [np.mean([fold_accuracy(clips, labels, train, test, lever, len(names), seed) for train, test in folds]) for seed in range(args.seeds)]
         print(f"| {name} | {np.mean(per_seed):.3f} | {', '.join(f'{value:.3f}' for value in per_seed)} |", flush=True)

@@ -301,7 +301,7 @@ def train(
         str | None,
         typer.Option(help="paper (the study's CNN), resnet (short-chunk ResNet) or musicnn (pretrained); see `streamgenre models`.", show_default=FROM_CONFIG),
     ] = None,
-    width: Annotated[int | None, typer.Option(help="Width of models that have one.", show_default=FROM_CONFIG)] = None,
+    width: Annotated[int | None, typer.Option(help="Width: the ResNet's channels, musicnn's hidden head units (0: linear).", show_default=FROM_CONFIG)] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs.", show_default=FROM_CONFIG)] = None,
     windows_per_clip: Annotated[int | None, typer.Option(help="Random windows per clip per epoch.", show_default=FROM_CONFIG)] = None,
     offset: Annotated[str | None, typer.Option(help="'random' windows, or one window at a fixed start such as 15s or 0:15.", show_default=FROM_CONFIG)] = None,

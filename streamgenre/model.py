@@ -32,8 +32,9 @@ class ModelConfig:
     """Everything needed to rebuild a `GenreClassifier`; checkpoints store it.
 
     `name` picks the backbone (`streamgenre.models`); `width` is its width knob (None: the
-    model's default). `dropout` is the probability before the last Linear layer: the paper uses
-    dropout there without stating p, so this takes PyTorch's default, 0.5. `frontend=None`
+    model's default, written into the config so that a checkpoint keeps what it was built
+    with). `dropout` is the probability before the last Linear layer: the paper uses dropout
+    there without stating p, so this takes PyTorch's default, 0.5. `frontend=None`
     means the backbone's own (`default_frontend`). Old checkpoints, which lack `name`, are `paper`;
     older ones also stored the recipe's augmentation here, which `from_dict` drops.
     """
@@ -50,8 +51,11 @@ class ModelConfig:
             raise InputError(f"a genre classifier needs at least 2 classes, got n_classes={self.n_classes}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.width is not None and (spec.default_width is None or self.width < 1):
-            raise InputError(f"--width {self.width}: model {self.name!r} " + ("has no width setting" if spec.default_width is None else "needs a width >= 1"))
+        if self.width is None:
+            object.__setattr__(self, "width", spec.default_width)
+        elif spec.default_width is None or self.width < spec.min_width:
+            needs = "has no width setting" if spec.default_width is None else f"needs a width >= {spec.min_width}"
+            raise InputError(f"--width {self.width}: model {self.name!r} {needs}")
         if self.frontend is None:
             object.__setattr__(self, "frontend", default_frontend(self.name))
         declared = default_frontend(self.name)
@@ -72,6 +76,8 @@ class ModelConfig:
         """Rebuild from `to_dict` output; unknown keys, here or nested, raise `InputError`."""
         frontend = FrontendConfig.from_dict(data["frontend"]) if data.get("frontend") is not None else None
         current = {name: value for name, value in data.items() if name != _LEGACY_AUGMENT}
+        if current.get("width") is None:  # saved before widths were written out: what that version built
+            current["width"] = model_spec(current.get("name", DEFAULT_MODEL)).legacy_width
         return config_from_dict(cls, {**current, "frontend": frontend})
 
 
@@ -102,7 +108,7 @@ class GenreClassifier(nn.Module):
         self.gain = RandomGain(augment.gain_db)
         self.frontend = MelFrontend(config.frontend)
         self.spec_augment = SpecAugment(augment)
-        self.cnn = spec.build(config.n_classes, config.dropout, config.width if config.width is not None else spec.default_width)
+        self.cnn = spec.build(config.n_classes, config.dropout, config.width)
         self.cnn.to(memory_format=torch.channels_last)
 
     def forward(self, waveform: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:

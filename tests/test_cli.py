@@ -81,7 +81,7 @@ def test_train_help_reads_its_defaults_from_the_configs(monkeypatch):
     shown = _flatten(CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output)
     assert "Epochs. [default: (modern: 7, paper: 20, " in shown and "[default: (modern: 12.5s, paper: 15s, probe: random, " in shown
     assert "[default: (modern: 3, paper: 10, " in shown and "Seed for weights, shard order and random windows. [default: (0)]" in shown
-    assert "[default: (modern: on, paper: off, " in shown and "[default: (paper)]" in shown and "[default: (resnet: 32)]" in shown
+    assert "[default: (modern: on, paper: off, " in shown and "[default: (paper)]" in shown and "[default: (resnet: 32, musicnn: 256)]" in shown
     assert "[default: (musicnn: probe, others: modern)]" in shown and "[default: (the model's own: 3s)]" in shown
 
 

@@ -101,7 +101,7 @@ def test_the_probe_learns_a_separable_set_and_leaves_the_backbone_as_it_was():
     model = build_trained_model(ModelConfig(n_classes=2, name="musicnn"), PROBE).train()
     before = {name: value.clone() for name, value in model.cnn.backbone.state_dict().items()}
     optimizer = make_optimizer(model, PROBE)
-    assert sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == 1506 * 2 + 2  # the head alone
+    assert sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == 1506 * 256 + 256 + 256 * 2 + 2  # the head alone
     waveforms, labels = _tones(8)
     for step in range(20):
         set_learning_rate(optimizer, PROBE.with_options(lr=1e-2, warmup_fraction=0.0), step, 20)
@@ -115,6 +115,16 @@ def test_the_probe_learns_a_separable_set_and_leaves_the_backbone_as_it_was():
     after = model.cnn.backbone.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)  # weights and batch-norm statistics
     assert model.cnn.cache.misses == 8 and model.cnn.cache.hits == 19 * 8 + 8  # steps 2-20 and the eval pass from the cache
+
+
+def test_a_run_saved_before_the_hidden_layer_rebuilds_its_linear_head_and_new_runs_keep_their_width():
+    legacy = ModelConfig(n_classes=3, name="musicnn").to_dict() | {"width": None}  # what the previous release saved
+    linear = GenreClassifier(ModelConfig.from_dict(legacy))
+    assert [type(layer).__name__ for layer in linear.cnn.head] == ["BatchNorm1d", "Dropout", "Linear"]
+    assert ModelConfig(n_classes=3, name="musicnn").to_dict()["width"] == 256
+    assert ModelConfig.from_dict(ModelConfig(n_classes=3, name="musicnn", width=64).to_dict()).width == 64
+    with pytest.raises(InputError, match="--width -1: model 'musicnn' needs a width >= 0"):
+        ModelConfig(n_classes=3, name="musicnn", width=-1)
 
 
 def test_the_cache_gives_exactly_what_the_backbone_computes():

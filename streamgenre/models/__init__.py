@@ -27,16 +27,31 @@ class ModelSpec:
     default_width: int | None  # None: the architecture has no width knob
     summary: str
     pretrained: bool  # True: `build` loads weights learnt elsewhere; the module has a `backbone` to freeze or fine-tune
+    min_width: int = 1
+    legacy_width: int | None = None  # what a checkpoint that saved no width was built with, when not `default_width`
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, *, frontend: FrontendConfig, summary: str, default_width: int | None = None, pretrained: bool = False) -> Callable[[type], type]:
-    """Class decorator that adds a backbone to the registry under `name`."""
+def register(
+    name: str,
+    *,
+    frontend: FrontendConfig,
+    summary: str,
+    default_width: int | None = None,
+    pretrained: bool = False,
+    min_width: int = 1,
+    legacy_width: int | None = None,
+) -> Callable[[type], type]:
+    """Class decorator that adds a backbone to the registry under `name`.
+
+    `legacy_width` is for a model whose default changed: checkpoints saved before widths were
+    stored explicitly rebuild with it instead of today's `default_width`.
+    """
 
     def add(cls: type) -> type:
-        _REGISTRY[name] = ModelSpec(name, cls, frontend, default_width, summary, pretrained)
+        _REGISTRY[name] = ModelSpec(name, cls, frontend, default_width, summary, pretrained, min_width, legacy_width)
         return cls
 
     return add
