@@ -23,6 +23,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from streamgenre import __version__
 from streamgenre.errors import StreamgenreError
+from streamgenre.units import count_of
 
 
 class _QuietTypes:
@@ -157,11 +158,6 @@ def _one_line(exn: Exception) -> str:
     return f"unexpected {type(exn).__name__}" + (f": {text[:300]}" if text else "")
 
 
-def _count(number: int, noun: str) -> str:
-    """``1 file``, ``2 files``: summaries read right for one of a thing too."""
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -257,9 +253,9 @@ def _print_pack(report) -> None:
     typer.echo(f"packed {report.packed} clips ({splits}) into {len(index.shards)} shards ({size_mb:.1f} MB) in {report.out}")
     typer.echo(f"took {report.elapsed_s:.1f} s ({report.packed / max(report.elapsed_s, 1e-9):.1f} clips/s)")
     if report.short_count:
-        typer.echo(f"{_count(report.short_count, 'clip')} shorter than 30 s: kept, with short=true in their json")
+        typer.echo(f"{count_of(report.short_count, 'clip')} shorter than 30 s: kept, with short=true in their json")
     if report.rejected:
-        typer.echo(f"rejected {_count(sum(report.rejected.values()), 'file')}, listed in {report.rejected_path}:")
+        typer.echo(f"rejected {count_of(sum(report.rejected.values()), 'file')}, listed in {report.rejected_path}:")
         for reason, count in report.rejected.items():
             typer.echo(f"  {count:6d}  {reason}")
 
@@ -526,7 +522,8 @@ def _print_training(result) -> None:
     train_s = sum(row["seconds"] for row in history)
     windows = sum(row["train_windows"] for row in history)
     typer.echo(
-        f"trained {_count(len(history), 'epoch')}: the training passes took {train_s:.0f} s ({windows} windows, {windows / max(train_s, 1e-9):.1f} windows/s); "
+        f"trained {count_of(len(history), 'epoch')}: the training passes took {train_s:.0f} s "
+        f"({windows} windows, {windows / max(train_s, 1e-9):.1f} windows/s); "
         f"the run took {result.elapsed_s:.0f} s wall with validation, checkpoints and the test report"
     )
     if result.best_epoch is not None:
@@ -590,7 +587,7 @@ def evaluate(
     result = evaluate_run(config)
     typer.echo(format_report(result.summary))
     if result.summary["skipped"]:
-        typer.echo(f"{_count(result.summary['skipped'], 'sample')} skipped (undecodable, or of a genre not in index.json)")
+        typer.echo(f"{count_of(result.summary['skipped'], 'sample')} skipped (undecodable, or of a genre not in index.json)")
     typer.echo(f"wrote {result.json_path} and {result.png_path}")
 
 
@@ -628,7 +625,7 @@ def predict(
         elif json_lines:
             typer.echo(json.dumps(result.to_json()))
         else:
-            typer.echo(f"{result.path}  ({_count(result.windows, 'window')})")
+            typer.echo(f"{result.path}  ({count_of(result.windows, 'window')})")
             for genre, probability in result.top:
                 typer.echo(f"  {genre:<20}{probability:7.1%}")
     if failed:
@@ -738,7 +735,7 @@ def tag(
     counts = {action: sum(row.action == action for row in rows) for action in dict.fromkeys(row.action for row in rows)}
     summary = ", ".join(f"{count} {action}" for action, count in counts.items())
     hint = "" if write or not counts.get("write") else "; nothing written: add --write to tag"
-    typer.echo(f"{_count(len(rows), 'file')}: {summary}{hint}" + (f"; plan in {csv_path}" if csv_path else ""), err=json_lines)
+    typer.echo(f"{count_of(len(rows), 'file')}: {summary}{hint}" + (f"; plan in {csv_path}" if csv_path else ""), err=json_lines)
     if counts.get(ERROR):
         raise typer.Exit(1)
 

@@ -68,6 +68,7 @@ from streamgenre.stream import (
     open_split,
     warn_clamped,
 )
+from streamgenre.units import count_of
 from streamgenre.windows import WindowPlan
 
 log = logging.getLogger(__name__)
@@ -325,8 +326,9 @@ def machine_line(device: torch.device, loader_workers: int) -> str:
     on the CPU torch's thread count splits the float sums, so 1 thread and 2 differ in the last
     bits from the first step on. Both default to the cores this process may use.
     """
-    threads = f"{torch.get_num_threads()} torch threads, " if device.type == "cpu" else ""
-    return f"training on {device} with {threads}{loader_workers} loader workers (a same-seed run repeats these weights bit for bit only with the same counts)"
+    threads = f"{count_of(torch.get_num_threads(), 'torch thread')}, " if device.type == "cpu" else ""
+    workers = count_of(loader_workers, "loader worker")
+    return f"training on {device} with {threads}{workers} (a same-seed run repeats these weights bit for bit only with the same counts)"
 
 
 def build_trained_model(model_config: ModelConfig, recipe: Recipe) -> GenreClassifier:

@@ -1,4 +1,4 @@
-"""Parse the human units the CLI accepts (durations like ``15s``/``0:15``, sizes like ``256MB``).
+"""Parse the human units the CLI accepts (durations like ``15s``/``0:15``, sizes like ``256MB``), and count things back in words.
 
 Parsed once at the edge, so everything below works in seconds and bytes.
 """
@@ -80,3 +80,8 @@ def parse_size(text: str | int) -> int:
     if size <= 0:
         raise InputError(f"{text!r}: a size must be > 0")
     return size
+
+
+def count_of(number: int, noun: str) -> str:
+    """``1 file``, ``2 files``: what the command line prints reads right for one of a thing too."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")

@@ -27,3 +27,9 @@ def test_parse_size(text, size):
 def test_parse_size_rejects_garbage(text):
     with pytest.raises(InputError):
         parse_size(text)
+
+
+def test_counts_read_right_for_one_and_for_many():
+    from streamgenre.units import count_of
+
+    assert [count_of(n, "loader worker") for n in (0, 1, 2)] == ["0 loader workers", "1 loader worker", "2 loader workers"]
