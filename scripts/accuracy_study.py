@@ -28,30 +28,31 @@ from streamgenre.pack import PackConfig, pack
 from streamgenre.recipes import recipe_named
 from streamgenre.train import TrainConfig, train
 
-# name: (recipe, model, recipe overrides)
+# name: (recipe, model, recipe overrides, TrainConfig overrides)
 CONFIGS = {
-    "modern recipe + resnet": ("modern", "resnet", {}),
-    "modern recipe + paper CNN": ("modern", "paper", {}),
-    "paper recipe + paper CNN": ("paper", "paper", {}),
-    "probe recipe + musicnn": ("probe", "musicnn", {}),
-    "finetune recipe + musicnn": ("finetune", "musicnn", {}),
+    "modern recipe + resnet": ("modern", "resnet", {}, {}),
+    "modern recipe + paper CNN": ("modern", "paper", {}, {}),
+    "paper recipe + paper CNN": ("paper", "paper", {}, {}),
+    "probe recipe + musicnn": ("probe", "musicnn", {}, {}),
+    "probe recipe + musicnn, linear head": ("probe", "musicnn", {}, {"width": 0}),
+    "finetune recipe + musicnn": ("finetune", "musicnn", {}, {}),
 }
 
 
-def run_seed(source: Path, work: Path, seed: int, configs: list[str], overrides: dict) -> list[dict]:
+def run_seed(source: Path, work: Path, seed: int, configs: list[str], overrides: dict, train_seeds: int = 1) -> list[dict]:
     """Pack with `seed`, then score the baseline and every configuration; returns result rows."""
     shards = work / f"shards-seed{seed}"
     if not (shards / "index.json").exists():
         pack(PackConfig(source=source, out=shards, seed=seed), progress=False)
-    return run_split(shards, work, f"seed{seed}", seed, configs, overrides)
+    return run_split(shards, work, f"seed{seed}", seed, configs, overrides, train_seeds)
 
 
-def run_fold(manifest: Path, work: Path, fold: int, folds: int, configs: list[str], overrides: dict) -> list[dict]:
+def run_fold(manifest: Path, work: Path, fold: int, folds: int, configs: list[str], overrides: dict, train_seeds: int = 1) -> list[dict]:
     """Pack fold `fold` of a grouped `folds`-fold split of `manifest`, then score as `run_seed` does."""
     shards = work / f"shards-fold{fold}"
     if not (shards / "index.json").exists():
         pack(PackConfig(source=write_fold_manifest(manifest, work, fold, folds), out=shards), progress=False)
-    return run_split(shards, work, f"fold{fold}", fold, configs, overrides)
+    return run_split(shards, work, f"fold{fold}", fold, configs, overrides, train_seeds)
 
 
 def write_fold_manifest(manifest: Path, work: Path, fold: int, folds: int) -> Path:
@@ -76,21 +77,26 @@ def write_fold_manifest(manifest: Path, work: Path, fold: int, folds: int) -> Pa
     return out
 
 
-def run_split(shards: Path, work: Path, tag: str, seed: int, configs: list[str], overrides: dict) -> list[dict]:
-    """Score the baseline and every configuration on the packed split `shards`; returns result rows."""
+def run_split(shards: Path, work: Path, tag: str, seed: int, configs: list[str], overrides: dict, train_seeds: int = 1) -> list[dict]:
+    """Score the baseline and every configuration on the packed split `shards`; returns result rows.
+
+    Each configuration trains `train_seeds` times (training seeds `seed`, `seed + 1000`, ...):
+    on small test splits one run's accuracy moves by several points with the seed alone.
+    """
     rows = _baseline_rows(shards, work / f"baseline-{tag}.json", seed)
     for name in configs:
-        recipe_name, model, changes = CONFIGS[name]
-        run = work / f"{name.replace(' ', '_').replace('+', 'and')}-{tag}"
-        if not (run / "report.json").exists():
-            recipe = recipe_named(recipe_name).with_options(**changes, **overrides.get(recipe_name, {}))
-            started = time.perf_counter()
-            train(TrainConfig(shards=str(shards), out=run, recipe=recipe, model=model, seed=seed, progress=False))
-            (run / "study.json").write_text(json.dumps({"train_minutes": (time.perf_counter() - started) / 60}))
-        report = json.loads((run / "report.json").read_text())
-        minutes = json.loads((run / "study.json").read_text())["train_minutes"]
-        scores = {key: report[key] for key in ("accuracy", "window_accuracy", "macro_f1")}
-        rows.append({"config": name, "seed": seed, **scores, "minutes": minutes})
+        recipe_name, model, changes, settings = CONFIGS[name]
+        for repeat in range(train_seeds):
+            run = work / (f"{name.replace(' ', '_').replace('+', 'and')}-{tag}" + (f"-t{repeat}" if repeat else ""))
+            if not (run / "report.json").exists():
+                recipe = recipe_named(recipe_name).with_options(**changes, **overrides.get(recipe_name, {}))
+                started = time.perf_counter()
+                train(TrainConfig(shards=str(shards), out=run, recipe=recipe, model=model, seed=seed + 1000 * repeat, progress=False, **settings))
+                (run / "study.json").write_text(json.dumps({"train_minutes": (time.perf_counter() - started) / 60}))
+            report = json.loads((run / "report.json").read_text())
+            minutes = json.loads((run / "study.json").read_text())["train_minutes"]
+            scores = {key: report[key] for key in ("accuracy", "window_accuracy", "macro_f1")}
+            rows.append({"config": name, "seed": seed, "train_seed": repeat, **scores, "minutes": minutes})
     return rows
 
 
@@ -168,16 +174,23 @@ def _baseline_rows(shards: Path, path: Path, seed: int) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: mean ± standard deviation over seeds per configuration."""
+    """Markdown: per configuration, each split's mean over training seeds, then mean ± standard deviation over splits."""
     lines = [
-        "| configuration | whole-clip accuracy | single-window accuracy | macro-F1 | train minutes | seeds |",
+        "| configuration | whole-clip accuracy | single-window accuracy | macro-F1 | train minutes | splits x training seeds |",
         "|---|---|---|---|---|---|",
     ]
     for config in dict.fromkeys(row["config"] for row in rows):
         mine = [row for row in rows if row["config"] == config]
-        cells = [_spread([row[key] for row in mine]) for key in ("accuracy", "window_accuracy", "macro_f1", "minutes")]
-        lines.append(f"| {config} | " + " | ".join(cells) + f" | {len(mine)} |")
+        splits = list(dict.fromkeys(row["seed"] for row in mine))
+        per_split = [[row for row in mine if row["seed"] == split] for split in splits]
+        cells = [_spread([_mean([row[key] for row in runs]) for runs in per_split]) for key in ("accuracy", "window_accuracy", "macro_f1", "minutes")]
+        lines.append(f"| {config} | " + " | ".join(cells) + f" | {len(splits)} x {min(len(runs) for runs in per_split)} |")
     return "\n".join(lines)
+
+
+def _mean(values: list) -> float | None:
+    values = [value for value in values if value is not None]
+    return statistics.mean(values) if values else None
 
 
 def _spread(values: list) -> str:
@@ -195,6 +208,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--folds", type=int, help="grouped K-fold cross-validation of a manifest instead of pack seeds")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--train-seeds", type=int, default=1, help="train each configuration this many times per split (seeds differ by 1000)")
     parser.add_argument("--modern-epochs", type=int, help="override the modern recipe's epochs")
     parser.add_argument("--windows-sweep", action="store_true", help="only score the finished runs with 1-20 windows per clip")
     args = parser.parse_args()
@@ -209,9 +223,9 @@ def main() -> None:
     rows = []
     for split in range(args.folds) if args.folds else args.seeds:
         if args.folds:
-            rows += run_fold(args.source, args.work, split, args.folds, args.configs, overrides)
+            rows += run_fold(args.source, args.work, split, args.folds, args.configs, overrides, args.train_seeds)
         else:
-            rows += run_seed(args.source, args.work, split, args.configs, overrides)
+            rows += run_seed(args.source, args.work, split, args.configs, overrides, args.train_seeds)
         (args.work / "results.json").write_text(json.dumps(rows, indent=2))
         print(table(rows), flush=True)
     (args.work / "results.md").write_text(table(rows) + "\n")
