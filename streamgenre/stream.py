@@ -64,6 +64,8 @@ class StreamConfig:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.resample not in RESAMPLE_PLACES:
             raise InputError(f"--resample must be {' or '.join(RESAMPLE_PLACES)}, got {self.resample!r}")
+        if self.shuffle_buffer < 0:
+            raise InputError(f"--shuffle-buffer must be >= 0 samples (0 or 1: no shuffling), got {self.shuffle_buffer}")
 
 
 @dataclass

@@ -282,3 +282,8 @@ def test_the_stream_is_the_same_under_two_hash_seeds(packed):
         assert done.returncode == 0, done.stderr
         outputs.append(done.stdout)
     assert outputs[0] == outputs[1] and outputs[0].count("\n") >= 6
+
+
+def test_a_negative_shuffle_buffer_is_refused_naming_the_option():
+    with pytest.raises(InputError, match="--shuffle-buffer must be >= 0 samples"):
+        StreamConfig(shuffle_buffer=-1)
