@@ -159,7 +159,8 @@ class ShardIndex:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown or data.get("format") != INDEX_FORMAT:
-            raise ShardFormatError(f"index.json is not a streamgenre index of format {INDEX_FORMAT} (unknown keys: {sorted(unknown)})")
+            why = f"unknown keys: {sorted(unknown)}" if unknown else f"its format is {data.get('format')!r}"
+            raise ShardFormatError(f"index.json is not a streamgenre index of format {INDEX_FORMAT} ({why}); pack the source again")
         missing = sorted({"labels", "counts", "shards"} - set(data))
         if missing:
             raise ShardFormatError(f"index.json is malformed: it lacks {', '.join(missing)}")

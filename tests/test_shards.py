@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -115,3 +116,10 @@ def test_verify_checks_each_samples_genre_against_the_index(packed):
     result = CliRunner().invoke(app, ["info", str(packed), "--verify", "--quiet"])
     assert result.exit_code == 1
     assert "samples do not match index.json's labels, e.g." in result.stderr and "genre 'ambient' is not in index.json" in result.stderr
+
+
+@pytest.mark.parametrize(("index", "why"), [({"format": 99}, "its format is 99"), ({"format": 1, "mystery": 1}, "unknown keys: ['mystery']")])
+def test_an_index_of_another_format_says_what_is_wrong_with_it(tmp_path, index, why):
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ShardFormatError, match=re.escape(f"not a streamgenre index of format 1 ({why}); pack the source again")):
+        read_index(str(tmp_path))
