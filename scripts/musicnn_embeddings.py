@@ -46,6 +46,17 @@ def embed_manifest(manifest: Path) -> tuple[dict[str, list[np.ndarray]], np.ndar
     return features, np.array([row["genre"] for row in rows]), np.array([row["artist"] for row in rows])
 
 
+def cached_embeddings(manifest: Path, cache: Path | None) -> tuple[dict[str, list[np.ndarray]], np.ndarray, np.ndarray]:
+    """`embed_manifest`, read from the `cache` .npz when it exists and written there when it does not."""
+    if cache and cache.exists():
+        with np.load(cache, allow_pickle=True) as data:
+            return {name: list(data[name]) for name in FEATURES}, data["genres"], data["artists"]
+    features, genres, artists = embed_manifest(manifest)
+    if cache:
+        np.savez(cache, genres=genres, artists=artists, **{name: np.array(features[name], dtype=object) for name in FEATURES})
+    return features, genres, artists
+
+
 def score(per_clip: list[np.ndarray], genres: np.ndarray, artists: np.ndarray, folds: int, mode: str, c: float) -> list[float]:
     """Accuracy per fold of standardised logistic regression (`mode`: "clip mean" or "per window")."""
     from sklearn.linear_model import LogisticRegression
@@ -73,13 +84,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="keep the embeddings here (an .npz) and reuse them")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
-    if args.cache and args.cache.exists():
-        with np.load(args.cache, allow_pickle=True) as data:
-            features, genres, artists = {name: list(data[name]) for name in FEATURES}, data["genres"], data["artists"]
-    else:
-        features, genres, artists = embed_manifest(args.manifest)
-        if args.cache:
-            np.savez(args.cache, genres=genres, artists=artists, **{name: np.array(features[name], dtype=object) for name in FEATURES})
+    features, genres, artists = cached_embeddings(args.manifest, args.cache)
     print("| features | how a clip is scored | C | accuracy, mean ± sd over folds |\n|---|---|---|---|")
     for name in FEATURES:
         for mode in ("clip mean", "per window"):

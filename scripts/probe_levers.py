@@ -2,7 +2,7 @@
 
 The streamed probe (`train --model musicnn`) spends its time decoding; its head only ever sees
 the frozen backbone's pooled embeddings. This script embeds every 3-s window of every clip
-once (`musicnn_embeddings.embed_manifest`, same cache file), then trains the probe's own head
+once (`musicnn_embeddings.cached_embeddings`, same cache file), then trains the probe's own head
 (`models.musicnn.genre_head`: standardisation, dropout, a hidden layer or none) with the probe recipe's
 optimiser, schedule, label smoothing, batch and epochs on the same grouped folds as
 `accuracy_study.py --folds`, and changes one thing at a time: the windows per clip, how window
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from musicnn_embeddings import FEATURES, embed_manifest
+from musicnn_embeddings import cached_embeddings
 
 from streamgenre.models.musicnn import genre_head
 from streamgenre.recipes import PROBE, learning_rate
@@ -105,13 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(1)
-    if args.cache and args.cache.exists():
-        with np.load(args.cache, allow_pickle=True) as data:
-            features, genres, artists = {name: list(data[name]) for name in FEATURES}, data["genres"], data["artists"]
-    else:
-        features, genres, artists = embed_manifest(args.manifest)
-        if args.cache:
-            np.savez(args.cache, genres=genres, artists=artists, **{name: np.array(features[name], dtype=object) for name in FEATURES})
+    features, genres, artists = cached_embeddings(args.manifest, args.cache)
     names = sorted(set(genres))
     labels = np.array([names.index(genre) for genre in genres])
     folds = list(StratifiedGroupKFold(args.folds, shuffle=True, random_state=0).split(genres, genres, artists))
