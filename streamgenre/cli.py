@@ -705,9 +705,10 @@ def tag(
     from streamgenre.dist import resolve_device
     from streamgenre.files import check_writable, write_bytes_atomically
     from streamgenre.predict import expand_inputs
-    from streamgenre.tag import CSV_COLUMNS, ERROR, genre_vocabulary, require_mutagen, tag_files
+    from streamgenre.tag import CSV_COLUMNS, ERROR, check_tag_options, genre_vocabulary, require_mutagen, tag_files
 
     require_mutagen()
+    check_tag_options(min_probability, top)
     if csv_path is not None:
         check_writable(csv_path, "--csv")  # before any file is tagged, not after
     paths = expand_inputs(inputs, sys.stdin if "-" in inputs else ())

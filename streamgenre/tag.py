@@ -153,6 +153,14 @@ def require_mutagen() -> None:
         raise InputError(f"tagging needs mutagen: {EXTRA_HINT}") from None
 
 
+def check_tag_options(min_probability: float, top: int) -> None:
+    """Refuse impossible `tag_files` options; the command line calls it before any model is loaded or line printed."""
+    if not 0.0 <= min_probability <= 1.0:
+        raise InputError(f"--min-probability must be between 0 and 1, got {min_probability}")
+    if top < 1:
+        raise InputError(f"--top must be >= 1, got {top}")
+
+
 def tag_files(
     loaded: LoadedModel,
     paths: list[Path],
@@ -171,10 +179,7 @@ def tag_files(
     Files mutagen cannot read are not predicted; files PyAV cannot decode get an error row;
     the others are still planned (and written).
     """
-    if not 0.0 <= min_probability <= 1.0:
-        raise InputError(f"--min-probability must be between 0 and 1, got {min_probability}")
-    if top < 1:
-        raise InputError(f"--top must be >= 1, got {top}")
+    check_tag_options(min_probability, top)
     vocabulary = vocabulary or genre_vocabulary(loaded)
     _remove_stale_copies(paths)
     current: dict[int, list[str]] = {}

@@ -126,6 +126,13 @@ def rows(result) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
+@pytest.mark.parametrize(("option", "message"), [(["--top", "0"], "--top must be >= 1"), (["--min-probability", "2"], "--min-probability must be between 0")])
+def test_an_impossible_option_is_one_line_before_the_table_header(tmp_path, option, message):
+    result = tag(str(tmp_path / "no-run-needed"), str(tmp_path), *option)
+    assert result.exit_code != 0 and message in result.output
+    assert "action" not in result.output  # no header printed, and the missing run is not even read
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(run, tmp_path):
     paths = library(tmp_path / "music")
     set_tags(paths[0], genre="Jazz")
