@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamgenre.dist import default_workers
+from streamgenre.dist import check_workers, default_workers
 from streamgenre.errors import InputError
 from streamgenre.files import check_writable_folder
 from streamgenre.pack import PackConfig, PackReport, pack
@@ -49,8 +49,7 @@ class DemoConfig:
             raise InputError(f"--clips-per-genre must be >= 5 so every split gets each genre, got {self.clips_per_genre}")
         if self.clip_s < self.stream.duration_s:
             raise InputError(f"--clip-length {self.clip_s}s is shorter than the {self.stream.duration_s}s window")
-        if self.workers is not None and self.workers < 0:
-            raise InputError(f"--workers must be >= 0, got {self.workers}")  # before minutes of synthesis, not after
+        check_workers(self.workers)  # before minutes of synthesis, not after
         self.recipe()  # its own checks (--epochs >= 1, ...), before minutes of synthesis too
 
     def recipe(self) -> Recipe:

@@ -87,6 +87,12 @@ def all_ranks_agree(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def check_workers(workers: int | None) -> None:
+    """Refuse a negative `--workers` (None: `default_workers`); each command calls it before its first expensive step."""
+    if workers is not None and workers < 0:
+        raise InputError(f"--workers must be >= 0 (0 reads in the main process), got {workers}")
+
+
 def default_workers() -> int:
     """One worker process per CPU core this process may use (loader workers, pack's pool)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamgenre.dist import resolve_device
+from streamgenre.dist import check_workers, resolve_device
 from streamgenre.errors import InputError
 from streamgenre.files import atomic_write, check_writable_folder
 from streamgenre.plots import plot_confusion
@@ -160,6 +160,7 @@ class EvaluateConfig:
     def __post_init__(self):
         if not 0 <= self.max_skip_fraction <= 1:
             raise InputError(f"--max-skip-fraction must be within 0..1, got {self.max_skip_fraction}")
+        check_workers(self.workers)  # before the checkpoint is loaded or the split opened
 
 
 @dataclass

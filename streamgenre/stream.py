@@ -20,7 +20,7 @@ import torch
 import webdataset as wds
 
 from streamgenre.audio import Window, decode
-from streamgenre.dist import default_workers
+from streamgenre.dist import check_workers, default_workers
 from streamgenre.errors import DecodeError, InputError, ShardFormatError, StreamgenreError
 from streamgenre.paper import DEFAULT_OFFSET_S, PAPER_BATCH_SIZE, PAPER_SAMPLE_RATE, PAPER_WINDOW_S, RESAMPLE_PLACES
 from streamgenre.shards import AUDIO_MEMBER, META_MEMBER, SampleMeta, ShardIndex, read_index, shard_urls
@@ -406,9 +406,8 @@ def make_loader(
 
     `split_nodes=False` lets one process read the whole split even inside a torchrun job.
     """
+    check_workers(workers)
     workers = default_workers() if workers is None else workers
-    if workers < 0:
-        raise InputError(f"--workers must be >= 0 (0 reads in the main process), got {workers}")
     workers = min(workers, len(source.urls))  # a worker with no shard would only idle
     known = frozenset(source.known_labels or source.labels)
     dataset = ShardStream(source.urls, {genre: i for i, genre in enumerate(source.labels)}, config, split_nodes, source.counts, known)

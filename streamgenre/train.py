@@ -38,6 +38,7 @@ from streamgenre.dist import (
     all_ranks_agree,
     all_reduce_sum,
     check_device_name,
+    check_workers,
     default_workers,
     destroy_process_group,
     dist_info_from_env,
@@ -109,8 +110,7 @@ class TrainConfig:
             raise InputError(f"the time budget must be a finite number of seconds > 0, got {self.time_budget_s}")
         if not 0 <= self.max_skip_fraction <= 1:
             raise InputError(f"--max-skip-fraction must be within 0..1, got {self.max_skip_fraction}")
-        if self.workers is not None and self.workers < 0:
-            raise InputError(f"--workers must be >= 0, got {self.workers}")
+        check_workers(self.workers)
         _ = self.stream  # the loader's checks (window, batch, resample) now: a resumed run's saved values fail as the checkpoint's
         frontend = default_frontend(self.model)
         if round(self.window_s * frontend.sample_rate) < frontend.shortest_samples:  # else the first forward pass fails, naming n_fft

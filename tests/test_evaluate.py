@@ -160,3 +160,8 @@ def test_an_offset_given_past_the_clips_end_is_called_the_offset_given_and_the_c
     assert "one 2-s window at 100 s (--offset)" in caplog.text and "training window" not in caplog.text
     assert "4 of 4 clips end before the end of the 2s window at 100s: their last full window was used instead" in caplog.text
     assert "--duration" not in caplog.text
+
+
+def test_negative_workers_are_refused_before_the_run_is_read(tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "no-such-run"), "--workers", "-1"])
+    assert result.exit_code == 2 and "--workers must be >= 0" in result.output and "evaluating" not in result.output
