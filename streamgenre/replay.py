@@ -38,7 +38,6 @@ class EmbeddingReplay:
         self.keys: list[bytes] = []
         self.labels: list[torch.Tensor] = []
         self.recorded = False  # one whole pass has been recorded
-        self.ready = False  # ... and the cache holds every window of it
 
     def record(self, waveforms: torch.Tensor, labels: torch.Tensor, sample_rate: int) -> None:
         """Note one streamed batch's windows (call after the model has embedded them)."""
@@ -46,12 +45,19 @@ class EmbeddingReplay:
         self.labels.append(labels.cpu())
 
     def finish(self) -> bool:
-        """End the recorded pass; True when later epochs can replay it (the cache kept every window)."""
+        """End the recorded pass; True when later epochs can replay it (the cache kept every window).
+
+        A pass the cache did not keep whole is forgotten, so `ready` stays False.
+        """
         self.recorded = True
-        self.ready = bool(self.keys) and self.model.cnn.cache.holds(self.keys)
-        if not self.ready:
+        if not self.model.cnn.cache.holds(self.keys):
             self.keys, self.labels = [], []
         return self.ready
+
+    @property
+    def ready(self) -> bool:
+        """True when a whole pass is recorded and every window of it is in the cache."""
+        return self.recorded and bool(self.keys)
 
     def __len__(self) -> int:
         return len(self.keys)

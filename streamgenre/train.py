@@ -434,9 +434,7 @@ def _train_epoch(run: _Run, loader: torch.utils.data.DataLoader, source: SplitSo
         waveforms = batch.waveforms.to(device, non_blocking=True)  # (batch, time)
         labels = batch.labels.to(device, non_blocking=True)
         loss, logits = step_loss(run.trained, recipe, waveforms, labels, batch.sample_rate, run.use_amp)
-        _check_finite(loss, epoch, run.step)
-        apply_step(run.optimizer, run.scaler, loss, recipe, run.model.parameters())
-        run.step += 1
+        _take_step(run, loss, epoch)
         if replay is not None:
             replay.record(batch.waveforms, batch.labels, batch.sample_rate)
         _tally_step(stats, bar, loss, logits, labels)
@@ -459,12 +457,17 @@ def _replay_epoch(run: _Run, replay: EmbeddingReplay, epoch: int) -> _EpochStats
         set_learning_rate(run.optimizer, recipe, run.step, run.total_steps)
         logits = run.model.cnn.head(embeddings)
         loss = _mixed_loss(logits, labels, None, 1.0, recipe.label_smoothing)
-        _check_finite(loss, epoch, run.step)
-        apply_step(run.optimizer, run.scaler, loss, recipe, run.model.parameters())
-        run.step += 1
+        _take_step(run, loss, epoch)
         _tally_step(stats, bar, loss, logits, labels)
     bar.close()
     return stats
+
+
+def _take_step(run: _Run, loss: torch.Tensor, epoch: int) -> None:
+    """Refuse a non-finite loss, then one optimizer step on it (streamed and replayed epochs alike)."""
+    _check_finite(loss, epoch, run.step)
+    apply_step(run.optimizer, run.scaler, loss, run.config.recipe, run.model.parameters())
+    run.step += 1
 
 
 def _tally_step(stats: _EpochStats, bar, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
