@@ -27,6 +27,21 @@ def default_frontend(model: str) -> FrontendConfig:
     return model_spec(model).frontend
 
 
+def model_width(model: str, width: int | None) -> int | None:
+    """The width model `model` is built with when `width` is asked for (None: its default); a width it cannot take raises `InputError`.
+
+    Training and model configs both resolve it here, so that a run's saved settings name the
+    head it trained and `--resume` rebuilds that one even after the default changes.
+    """
+    spec = model_spec(model)
+    if width is None:
+        return spec.default_width
+    if spec.default_width is None or width < spec.min_width:
+        needs = "has no width setting" if spec.default_width is None else f"needs a width >= {spec.min_width}"
+        raise InputError(f"--width {width}: model {model!r} {needs}")
+    return width
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a `GenreClassifier`; checkpoints store it.
@@ -51,11 +66,7 @@ class ModelConfig:
             raise InputError(f"a genre classifier needs at least 2 classes, got n_classes={self.n_classes}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.width is None:
-            object.__setattr__(self, "width", spec.default_width)
-        elif spec.default_width is None or self.width < spec.min_width:
-            needs = "has no width setting" if spec.default_width is None else f"needs a width >= {spec.min_width}"
-            raise InputError(f"--width {self.width}: model {self.name!r} {needs}")
+        object.__setattr__(self, "width", model_width(self.name, self.width))
         if self.frontend is None:
             object.__setattr__(self, "frontend", default_frontend(self.name))
         declared = default_frontend(self.name)

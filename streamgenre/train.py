@@ -49,7 +49,7 @@ from streamgenre.errors import InputError, StreamgenreError
 from streamgenre.evaluate import Predictions, predict_clips, summarise, write_report
 from streamgenre.files import atomic_write, remove_stale_temporaries
 from streamgenre.lock import run_lock
-from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig, default_frontend
+from streamgenre.model import DEFAULT_MODEL, GenreClassifier, ModelConfig, default_frontend, model_width
 from streamgenre.models import model_names, model_spec
 from streamgenre.plots import plot_curves
 from streamgenre.progress import progress_bar
@@ -87,7 +87,7 @@ class TrainConfig:
     out: Path = resume_field(MACHINE)
     recipe: Recipe = MODERN
     model: str = DEFAULT_MODEL
-    width: int | None = None
+    width: int | None = None  # None: the model's default, resolved and saved (`model_width`)
     dropout: float = 0.5
     duration_s: float | None = None  # None: the model's own window (its frontend's window_s)
     resample: str = "device"
@@ -111,6 +111,7 @@ class TrainConfig:
         if not 0 <= self.max_skip_fraction <= 1:
             raise InputError(f"--max-skip-fraction must be within 0..1, got {self.max_skip_fraction}")
         check_workers(self.workers)
+        object.__setattr__(self, "width", model_width(self.model, self.width))
         _ = self.stream  # the loader's checks (window, batch, resample) now: a resumed run's saved values fail as the checkpoint's
         frontend = default_frontend(self.model)
         if round(self.window_s * frontend.sample_rate) < frontend.shortest_samples:  # else the first forward pass fails, naming n_fft
@@ -674,8 +675,17 @@ def _genres_given_by(config: TrainConfig) -> str:
 
 
 def saved_train_config(bundle: dict, path: Path) -> TrainConfig:
-    """The run's own settings, saved in checkpoint `path`: a bad one is the checkpoint's, not an option's (`saved_settings`)."""
-    return saved_settings(bundle, path, lambda: TrainConfig.from_dict(bundle["train_config"]))
+    """The run's own settings, saved in checkpoint `path`: a bad one is the checkpoint's, not an option's (`saved_settings`).
+
+    The width is the saved model's: runs of earlier releases saved none in their settings, and
+    today's default would rebuild a head other than the one they trained (`ModelConfig.from_dict`).
+    """
+
+    def settings() -> TrainConfig:
+        width = ModelConfig.from_dict(bundle["model_config"]).width
+        return TrainConfig.from_dict({**bundle["train_config"], "width": width})
+
+    return saved_settings(bundle, path, settings)
 
 
 def _restore(run: _Run, path: Path) -> None:

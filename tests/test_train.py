@@ -146,6 +146,23 @@ def test_probe_epochs_after_the_first_are_replayed_from_memory_without_decoding(
     assert result.history[2]["train_loss"] < result.history[0]["train_loss"]
 
 
+def test_resume_of_a_probe_saved_before_widths_rebuilds_its_linear_head(packed, tmp_path):
+    """A previous release saved no width: its musicnn runs have a linear head, and today's default is 256 units."""
+    from streamgenre.checkpoint import save_checkpoint
+    from streamgenre.train import resumed_config
+
+    run = tmp_path / "legacy"
+    train(tiny_train_config(packed, run, recipe="probe", model="musicnn", windows_per_clip=1, epochs=1, width=0))
+    bundle = load_checkpoint(run / "last.pt")
+    bundle["train_config"]["width"] = bundle["model_config"]["width"] = None  # what that release wrote
+    save_checkpoint(run / "last.pt", bundle)
+    resumed = resumed_config(tiny_train_config(packed, run, recipe="probe", model="musicnn", windows_per_clip=1, epochs=2, resume=True), {"recipe.epochs"})
+    assert resumed.width == 0
+    result = train(resumed)
+    assert len(result.history) == 2
+    assert load_checkpoint(run / "last.pt")["model_config"]["width"] == 0
+
+
 def test_resume_refuses_settings_that_would_change_the_run(packed, tmp_path):
     train(tiny_train_config(packed, tmp_path / "run", epochs=1))
     with pytest.raises(InputError, match="recipe.lr 0.0005 -> 0.1"):
