@@ -627,9 +627,14 @@ def predict(
         else:
             typer.echo(f"{result.path}  ({count_of(result.windows, 'window')})")
             for genre, probability in result.top:
-                typer.echo(f"  {genre:<20}{probability:7.1%}")
+                typer.echo(f"  {_column(genre, 20)}{probability:7.1%}")
     if failed:
         raise typer.Exit(1)
+
+
+def _column(text: str, width: int) -> str:
+    """`text` padded to `width`, or longer with two spaces after it: a long genre never runs into the next column."""
+    return text.ljust(width - 2) + "  "
 
 
 def _window_plan_for(duration_s: float, windows: int | None, hop: str | None, vote: str):
@@ -718,7 +723,7 @@ def tag(
     plan = _window_plan_for(loaded.spec.window_s, None, f"{loaded.spec.window_s}s", "mean")
     rows = []
     if not json_lines:
-        typer.echo(f"{'action':<18}{'prob.':>7}  {'predicted':<16}{'current':<16}path")
+        typer.echo(f"{'action':<18}{'prob.':>7}  {_column('predicted', 16)}{_column('current', 16)}path")
     for row in tag_files(loaded, paths, plan, target, min_probability, overwrite_existing, write, vocabulary, top):
         rows.append(row)
         if row.error:
@@ -726,7 +731,7 @@ def tag(
         if json_lines:
             typer.echo(json.dumps(row.to_json()))
         elif not row.error:
-            typer.echo(f"{row.action:<18}{row.probability:7.1%}  {row.predicted_text:<16}{row.current_text or '-':<16}{row.path}")
+            typer.echo(f"{row.action:<18}{row.probability:7.1%}  {_column(row.predicted_text, 16)}{_column(row.current_text or '-', 16)}{row.path}")
     if csv_path is not None:
         text = io.StringIO()
         writer = csv.writer(text)

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as torch_dist
 
 from streamgenre.errors import InputError
+from streamgenre.units import count_of
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(name)
+        raise InputError(f"--device {name} was asked for, but torch sees no CUDA device")
+    device = torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name} was asked for, but torch sees {count_of(torch.cuda.device_count(), 'CUDA device')} (cuda:0 is the first)")
+    return device
 
 
 def dist_info_from_env() -> DistInfo:

@@ -209,6 +209,8 @@ def read_index(directory: str | Path) -> ShardIndex:
 
             with wds.gopen(member_url(location, INDEX_NAME)) as stream:
                 data = json.load(stream)
+        elif Path(location).is_file():
+            raise ShardFormatError(f"{location} is a file; give the directory `streamgenre pack` wrote (it holds {INDEX_NAME})")
         else:
             data = json.loads((Path(location) / INDEX_NAME).read_text())
     except FileNotFoundError as exn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -73,3 +74,21 @@ def test_two_processes_under_torchrun_cover_the_split_once(tmp_path):
     assert sorted(p.name for p in run.iterdir() if p.suffix == ".pt") == ["best.pt", "last.pt"]
     assert json.loads((run / "report.json").read_text())["samples"] == 4
     assert done.stdout.count("test: whole-clip accuracy") == 1  # only rank 0 prints
+
+
+@pytest.mark.parametrize(
+    ("name", "gpus", "says"),
+    [
+        ("cuda:5", 0, "--device cuda:5 was asked for, but torch sees no CUDA device"),
+        ("cuda:2", 2, "--device cuda:2 was asked for, but torch sees 2 CUDA devices"),
+    ],
+)
+def test_a_cuda_device_that_is_not_there_is_named_as_typed(monkeypatch, name, gpus, says):
+    import torch
+
+    from streamgenre.dist import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(InputError, match=re.escape(says)):
+        resolve_device(name)

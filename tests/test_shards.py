@@ -123,3 +123,9 @@ def test_an_index_of_another_format_says_what_is_wrong_with_it(tmp_path, index, 
     (tmp_path / "index.json").write_text(json.dumps(index))
     with pytest.raises(ShardFormatError, match=re.escape(f"not a streamgenre index of format 1 ({why}); pack the source again")):
         read_index(str(tmp_path))
+
+
+def test_a_file_given_for_the_shards_directory_is_called_a_file(packed):
+    result = CliRunner().invoke(app, ["info", str(packed / "index.json")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output == f"error: {packed / 'index.json'} is a file; give the directory `streamgenre pack` wrote (it holds index.json)\n"

@@ -282,6 +282,16 @@ def test_a_map_names_the_genres_each_from_its_most_likely_tag(tmp_path):
     assert {item["genre"]: item["probability"] for item in row["genres"]} == expected
 
 
+def test_a_genre_longer_than_its_column_still_leaves_the_next_column_apart(tmp_path):
+    (path,) = library(tmp_path / "music", [".mp3"])
+    long_name = "Progressive Electronic Soundscapes"
+    mapping = tmp_path / "tags.csv"
+    mapping.write_text("tag,genre\n" + "".join(f"{tag},{long_name}\n" for tag in ("rock", "electronic", "ambient", "pop", "Metal")))
+    result = tag("musicnn", str(path), "--map", str(mapping))
+    (line,) = [line for line in result.output.splitlines() if str(path) in line]
+    assert f"{long_name}  " in line, line
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
