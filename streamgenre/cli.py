@@ -521,10 +521,12 @@ def _print_training(result) -> None:
     history, last = result.history, result.history[-1]
     train_s = sum(row["seconds"] for row in history)
     windows = sum(row["train_windows"] for row in history)
+    besides = ["validation"] * ("val_accuracy" in last) + ["checkpoints"] + ["the test report"] * (result.test is not None)
+    besides_text = f"{', '.join(besides[:-1])} and {besides[-1]}" if len(besides) > 1 else besides[0]
     typer.echo(
         f"trained {count_of(len(history), 'epoch')}: the training passes took {train_s:.0f} s "
         f"({windows} windows, {windows / max(train_s, 1e-9):.1f} windows/s); "
-        f"the run took {result.elapsed_s:.0f} s wall with validation, checkpoints and the test report"
+        f"the run took {result.elapsed_s:.0f} s wall with {besides_text}"
     )
     if result.best_epoch is not None:
         score = "val whole-clip" if result.best_val_accuracy is not None else "train"

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import streamgenre
 from streamgenre.checkpoint import load_checkpoint
 from streamgenre.cli import FROM_CONFIG, _config_default, app
+from tests.conftest import write_packed_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +109,6 @@ def test_an_unexpected_error_is_one_line_with_a_hint_and_debug_shows_the_traceba
 
 
 def test_negative_workers_is_one_line(tmp_path):
-    from tests.conftest import write_packed_dir
 
     write_packed_dir(tmp_path / "packed", ["ambient", "rock"], {"train": 2}, per_shard=1, clip_s=1.0)
     result = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--workers", "-1", "--quiet"])
@@ -118,7 +118,6 @@ def test_negative_workers_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_resume_takes_the_runs_own_settings_and_checks_only_the_options_given(tmp_path):
-    from tests.conftest import write_packed_dir
 
     write_packed_dir(tmp_path / "packed", ["ambient", "rock"], {"train": 1}, per_shard=4, clip_s=3.0)
     first = [
@@ -171,8 +170,6 @@ def test_resume_on_shards_without_the_runs_genres_blames_the_run_not_the_genres_
 
     import torch
 
-    from tests.conftest import write_packed_dir
-
     shutil.copytree(run, tmp_path / "run")
     bundle = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     bundle["train_config"]["genres"] = ["ambient", "rock"]  # as `train --genres ambient,rock` saves them
@@ -185,7 +182,6 @@ def test_resume_on_shards_without_the_runs_genres_blames_the_run_not_the_genres_
 
 
 def test_fewer_than_two_genres_names_who_gave_them_not_n_classes(tmp_path):
-    from tests.conftest import write_packed_dir
 
     write_packed_dir(tmp_path / "two", ["ambient", "rock"], {"train": 1}, per_shard=2, clip_s=1.0)
     write_packed_dir(tmp_path / "one", ["rock"], {"train": 1}, per_shard=2, clip_s=1.0)
@@ -204,9 +200,16 @@ def test_a_negative_mixup_or_gain_names_the_option_typed(tmp_path, option, messa
 
 def test_a_pretrained_recipe_on_the_default_model_names_the_model_and_what_to_give(tmp_path):
     """No --model typed: the message says which model is in use, not '--model paper'."""
-    from tests.conftest import write_packed_dir
 
     write_packed_dir(tmp_path / "packed", ["ambient", "rock"], {"train": 1}, per_shard=2, clip_s=1.0)
     result = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), "--recipe", "probe", "--quiet"])
     assert result.exit_code == 2
     assert result.output == "error: --recipe probe trains a pretrained backbone, which model 'paper' has not; give --model musicnn\n"
+
+
+def test_a_run_without_validation_or_test_clips_says_only_what_it_did(tmp_path):
+    write_packed_dir(tmp_path / "packed", ["ambient", "rock"], {"train": 1}, per_shard=4, clip_s=3.0)
+    options = ["--recipe", "paper", "--epochs", "1", "--batch-size", "4", "--duration", "2s", "--offset", "0.5s", "--workers", "0", "--quiet"]
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "packed"), "--out", str(tmp_path / "run"), *options])
+    assert result.exit_code == 0, result.output
+    assert "s wall with checkpoints\n" in result.output and "validation" not in result.output.split("trained 1 epoch")[1].split("\n")[0]
