@@ -2,9 +2,11 @@
 
 Splits are either pack seeds (`--seeds`: `pack --seed SEED` draws a new track-grouped
 train/val/test split) or grouped K-fold cross-validation (`--folds K`, a manifest with an
-`artist` column: fold k is the test split, about an eighth of the rest, grouped, validates).
-For each split it runs the MFCC baseline (scripts/baseline_features.py) and trains each
-configuration, then prints a table of whole-clip and single-window test accuracy, macro-F1
+`artist` column: fold k is the test split). In a fold, a recipe that chooses its best epoch on
+validation (paper, modern) trains on the rest less a grouped eighth that validates; one that
+keeps its last epoch (probe, finetune) trains on all of the rest, as K-fold cross-validation
+does; the MFCC baseline (scripts/baseline_features.py) is fitted on the same clips as each.
+For each split it runs the baseline and trains each configuration, then prints a table of whole-clip and single-window test accuracy, macro-F1
 and training minutes (mean and standard deviation over splits). Finished runs are reused, so
 an interrupted study continues.
 
@@ -18,6 +20,7 @@ import argparse
 import csv
 import json
 import logging
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -48,15 +51,30 @@ def run_seed(source: Path, work: Path, seed: int, configs: list[str], overrides:
 
 
 def run_fold(manifest: Path, work: Path, fold: int, folds: int, configs: list[str], overrides: dict, train_seeds: int = 1) -> list[dict]:
-    """Pack fold `fold` of a grouped `folds`-fold split of `manifest`, then score as `run_seed` does."""
-    shards = work / f"shards-fold{fold}"
-    if not (shards / "index.json").exists():
-        pack(PackConfig(source=write_fold_manifest(manifest, work, fold, folds), out=shards), progress=False)
-    return run_split(shards, work, f"fold{fold}", fold, configs, overrides, train_seeds)
+    """Pack fold `fold` of a grouped `folds`-fold split of `manifest` with a validation eighth, without one, or both,
+    as the configurations' recipes need (`validates`), then score as `run_seed` does, the baseline on each packing."""
+    rows = []
+    for validated in (True, False):
+        mine = [name for name in configs if validates(name, overrides) == validated]
+        if not mine:
+            continue
+        tag = f"fold{fold}" if validated else f"fold{fold}-all"
+        shards = work / f"shards-{tag}"
+        if not (shards / "index.json").exists():
+            pack(PackConfig(source=write_fold_manifest(manifest, work, fold, folds, validated), out=shards), progress=False)
+        rows += run_split(shards, work, tag, fold, mine, overrides, train_seeds, "" if validated else ", fit on train + val")
+    return rows
 
 
-def write_fold_manifest(manifest: Path, work: Path, fold: int, folds: int) -> Path:
-    """A copy of `manifest` with absolute paths and a `split` column: fold `fold` tests, a grouped eighth of the rest validates."""
+def validates(name: str, overrides: dict) -> bool:
+    """Whether configuration `name`'s recipe chooses its best epoch on the validation split (else it needs none)."""
+    recipe_name, _, changes, _ = CONFIGS[name]
+    return recipe_named(recipe_name).with_options(**changes, **overrides.get(recipe_name, {})).pick_best
+
+
+def write_fold_manifest(manifest: Path, work: Path, fold: int, folds: int, validated: bool = True) -> Path:
+    """A copy of `manifest` with absolute paths and a `split` column: fold `fold` tests; a grouped eighth of the rest
+    validates when `validated`, else all of the rest trains."""
     import numpy as np
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -67,8 +85,10 @@ def write_fold_manifest(manifest: Path, work: Path, fold: int, folds: int) -> Pa
     rest = np.setdiff1d(np.arange(len(rows)), test)
     _, val = next(StratifiedGroupKFold(8, shuffle=True, random_state=fold).split(rest, genres[rest], artists[rest]))
     split = np.full(len(rows), "train", dtype=object)
-    split[test], split[rest[val]] = "test", "val"
-    out = work / f"manifest-fold{fold}.csv"
+    split[test] = "test"
+    if validated:
+        split[rest[val]] = "val"
+    out = work / (f"manifest-fold{fold}.csv" if validated else f"manifest-fold{fold}-all.csv")
     with open(out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["path", "genre", "artist", "split"])
         writer.writeheader()
@@ -77,18 +97,19 @@ def write_fold_manifest(manifest: Path, work: Path, fold: int, folds: int) -> Pa
     return out
 
 
-def run_split(shards: Path, work: Path, tag: str, seed: int, configs: list[str], overrides: dict, train_seeds: int = 1) -> list[dict]:
-    """Score the baseline and every configuration on the packed split `shards`; returns result rows.
+def run_split(shards: Path, work: Path, tag: str, seed: int, configs: list[str], overrides: dict, train_seeds: int = 1, fitted_on: str = "") -> list[dict]:
+    """Score the baseline (its rows' names end in `fitted_on`) and every configuration on the packed split `shards`; returns result rows.
 
     Each configuration trains `train_seeds` times (training seeds `seed`, `seed + 1000`, ...):
     on small test splits one run's accuracy moves by several points with the seed alone.
     """
-    rows = _baseline_rows(shards, work / f"baseline-{tag}.json", seed)
+    rows = _baseline_rows(shards, work / f"baseline-{tag}.json", seed, fitted_on)
     for name in configs:
         recipe_name, model, changes, settings = CONFIGS[name]
         for repeat in range(train_seeds):
             run = work / (f"{name.replace(' ', '_').replace('+', 'and')}-{tag}" + (f"-t{repeat}" if repeat else ""))
             if not (run / "report.json").exists():
+                shutil.rmtree(run, ignore_errors=True)  # a run the study was interrupted in starts again, so its minutes are whole
                 recipe = recipe_named(recipe_name).with_options(**changes, **overrides.get(recipe_name, {}))
                 started = time.perf_counter()
                 train(TrainConfig(shards=str(shards), out=run, recipe=recipe, model=model, seed=seed + 1000 * repeat, progress=False, **settings))
@@ -130,11 +151,9 @@ def plot_learning_curves(work: Path, rows: list[dict], path: Path) -> None:
     figure = Figure(figsize=(7, 4.5))
     axes = figure.subplots()
     for name in CONFIGS:
-        curves = [
-            [row["val_accuracy"] for row in json.loads((run / "history.json").read_text())]
-            for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-*"))
-            if (run / "report.json").exists()
-        ]
+        runs = [run for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-*")) if (run / "report.json").exists()]
+        histories = [json.loads((run / "history.json").read_text()) for run in runs]
+        curves = [[row["val_accuracy"] for row in history] for history in histories if "val_accuracy" in history[-1]]  # runs on train + val have none
         if not curves:
             continue
         length = min(len(curve) for curve in curves)
@@ -148,18 +167,18 @@ def plot_learning_curves(work: Path, rows: list[dict], path: Path) -> None:
     axes.set_xlabel("epoch")
     axes.set_ylabel("whole-clip accuracy")
     axes.set_ylim(0, 1)
-    axes.set_title("Real clips (../shared/data): validation accuracy per epoch")
+    axes.set_title("Validation accuracy per epoch (configurations that validate)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
 
-def _baseline_rows(shards: Path, path: Path, seed: int) -> list[dict]:
+def _baseline_rows(shards: Path, path: Path, seed: int, fitted_on: str) -> list[dict]:
     if not path.exists():
         path.write_text(json.dumps(run_baseline(str(shards))))
     result = json.loads(path.read_text())
-    names = {"logreg": "classic baseline (MFCC stats + logistic regression)", "svm": "classic baseline, RBF SVM"}
+    names = {"logreg": f"classic baseline (MFCC stats + logistic regression){fitted_on}", "svm": f"classic baseline, RBF SVM{fitted_on}"}
     return [
         {
             "config": name,
