@@ -7,8 +7,8 @@ once (`musicnn_embeddings.cached_embeddings`, same cache file), then trains the 
 optimiser, schedule, label smoothing, batch and epochs on the same grouped folds as
 `accuracy_study.py --folds`, and changes one thing at a time: the windows per clip, how window
 outputs combine into a clip's answer, the features, training on clip means, a hidden layer.
-Unlike the streamed study it trains on all non-test clips (no validation split) and draws
-windows from the non-overlapping 3-s grid. Mean over seeds of the mean over folds.
+Like the streamed study's probe it trains on all non-test clips; unlike it, it draws windows
+from the non-overlapping 3-s grid. Mean over seeds of the mean over folds.
 
     python scripts/probe_levers.py ../shared/soundtracks/manifest.csv --cache st.npz [--seeds 3]
 """
