@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import subprocess
@@ -63,3 +64,23 @@ def test_probe_levers_head_learns_two_separable_clusters_of_embeddings(monkeypat
     train, test = np.arange(8), np.arange(8, 12)
     for lever in (levers.LEVERS[name] for name in levers.LEVERS if "8 windows" in name or "subsets" in name):
         assert levers.fold_accuracy(clips, labels, train, test, lever, 2, seed=0) == 1.0
+
+
+def test_fold_manifests_keep_the_test_fold_and_hold_out_validation_only_for_recipes_that_choose_an_epoch(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # it imports baseline_features beside it
+    study = _load("accuracy_study")
+    rows = [f"{genre}/{artist}-{take}.mp3,{genre},{genre}{artist}" for genre in ("a", "b") for artist in range(8) for take in range(2)]
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,genre,artist\n" + "\n".join(rows) + "\n")
+
+    def splits(validated: bool) -> list[str]:
+        with open(study.write_fold_manifest(manifest, tmp_path, 0, 4, validated), newline="") as handle:
+            return [row["split"] for row in csv.DictReader(handle)]
+
+    validated, everything = splits(True), splits(False)
+    assert validated.count("test") == everything.count("test") == 8 and validated.count("val") > 0 and "val" not in everything
+    assert [part == "test" for part in validated] == [part == "test" for part in everything]
+    assert [
+        study.validates(name, {}) for name in ("paper recipe + paper CNN", "modern recipe + resnet", "probe recipe + musicnn", "finetune recipe + musicnn")
+    ] == [True, True, False, False]
