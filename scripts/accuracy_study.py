@@ -226,11 +226,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("study"), help="folder for shards, runs and results")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--folds", type=int, help="grouped K-fold cross-validation of a manifest instead of pack seeds")
+    parser.add_argument("--only-folds", type=int, nargs="+", help="with --folds: run only these folds (0-based), e.g. to share a study between processes")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--train-seeds", type=int, default=1, help="train each configuration this many times per split (seeds differ by 1000)")
     parser.add_argument("--modern-epochs", type=int, help="override the modern recipe's epochs")
     parser.add_argument("--windows-sweep", action="store_true", help="only score the finished runs with 1-20 windows per clip")
     args = parser.parse_args()
+    if args.only_folds and not (args.folds and all(0 <= fold < args.folds for fold in args.only_folds)):
+        parser.error(f"--only-folds takes folds 0..K-1 of --folds K, got {args.only_folds} with --folds {args.folds}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
     if args.windows_sweep:
@@ -240,7 +243,7 @@ def main() -> None:
         return
     overrides = {"modern": {"epochs": args.modern_epochs}} if args.modern_epochs else {}
     rows = []
-    for split in range(args.folds) if args.folds else args.seeds:
+    for split in (args.only_folds or range(args.folds)) if args.folds else args.seeds:
         if args.folds:
             rows += run_fold(args.source, args.work, split, args.folds, args.configs, overrides, args.train_seeds)
         else:
