@@ -28,7 +28,7 @@ from pathlib import Path
 from baseline_features import run as run_baseline
 
 from streamgenre.pack import PackConfig, pack
-from streamgenre.recipes import recipe_named
+from streamgenre.recipes import Recipe, recipe_named
 from streamgenre.train import TrainConfig, train
 
 # name: (recipe, model, recipe overrides, TrainConfig overrides)
@@ -68,8 +68,18 @@ def run_fold(manifest: Path, work: Path, fold: int, folds: int, configs: list[st
 
 def validates(name: str, overrides: dict) -> bool:
     """Whether configuration `name`'s recipe chooses its best epoch on the validation split (else it needs none)."""
+    return config_recipe(name, overrides).pick_best
+
+
+def config_recipe(name: str, overrides: dict) -> Recipe:
+    """The recipe configuration `name` trains with: its built-in recipe, its own changes, then the command line's."""
     recipe_name, _, changes, _ = CONFIGS[name]
-    return recipe_named(recipe_name).with_options(**changes, **overrides.get(recipe_name, {})).pick_best
+    return recipe_named(recipe_name).with_options(**changes, **overrides.get(recipe_name, {}))
+
+
+def run_stem(name: str) -> str:
+    """The start of the folder name of every run of configuration `name` (``probe_recipe_and_musicnn``)."""
+    return name.replace(" ", "_").replace("+", "and")
 
 
 def write_fold_manifest(manifest: Path, work: Path, fold: int, folds: int, validated: bool = True) -> Path:
@@ -105,12 +115,12 @@ def run_split(shards: Path, work: Path, tag: str, seed: int, configs: list[str],
     """
     rows = _baseline_rows(shards, work / f"baseline-{tag}.json", seed, fitted_on)
     for name in configs:
-        recipe_name, model, changes, settings = CONFIGS[name]
+        _, model, _, settings = CONFIGS[name]
         for repeat in range(train_seeds):
-            run = work / (f"{name.replace(' ', '_').replace('+', 'and')}-{tag}" + (f"-t{repeat}" if repeat else ""))
+            run = work / (f"{run_stem(name)}-{tag}" + (f"-t{repeat}" if repeat else ""))
             if not (run / "report.json").exists():
                 shutil.rmtree(run, ignore_errors=True)  # a run the study was interrupted in starts again, so its minutes are whole
-                recipe = recipe_named(recipe_name).with_options(**changes, **overrides.get(recipe_name, {}))
+                recipe = config_recipe(name, overrides)
                 started = time.perf_counter()
                 train(TrainConfig(shards=str(shards), out=run, recipe=recipe, model=model, seed=seed + 1000 * repeat, progress=False, **settings))
                 (run / "study.json").write_text(json.dumps({"train_minutes": (time.perf_counter() - started) / 60}))
@@ -130,7 +140,7 @@ def windows_sweep(work: Path, counts: tuple[int, ...] = (1, 3, 5, 10, 20)) -> st
 
     by_config: dict[str, dict[str, list[float]]] = {}
     for name in CONFIGS:
-        for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-*")):
+        for run in sorted(work.glob(f"{run_stem(name)}-*")):
             if not (run / "report.json").exists():
                 continue
             plans = [(f"{count}", "best.pt", count) for count in counts] + [("last.pt, 10", "last.pt", 10)]
@@ -151,7 +161,7 @@ def plot_learning_curves(work: Path, rows: list[dict], path: Path) -> None:
     figure = Figure(figsize=(7, 4.5))
     axes = figure.subplots()
     for name in CONFIGS:
-        runs = [run for run in sorted(work.glob(f"{name.replace(' ', '_').replace('+', 'and')}-*")) if (run / "report.json").exists()]
+        runs = [run for run in sorted(work.glob(f"{run_stem(name)}-*")) if (run / "report.json").exists()]
         histories = [json.loads((run / "history.json").read_text()) for run in runs]
         curves = [[row["val_accuracy"] for row in history] for history in histories if "val_accuracy" in history[-1]]  # runs on train + val have none
         if not curves:
